@@ -1,0 +1,124 @@
+"""Aggregation by cell over seeds: mean, std, n and a 95% t-interval, incomplete cells flagged.
+
+A *cell* is a set of trials that differ only in their seed: the same study, phase, cell id
+and config (``config_id`` hashes the config without the seed and runtime keys). Only trials
+with ``status == "ok"`` count; a cell with fewer of them than the study asked for
+(``n_expected``) gets ``complete = False`` and keeps its ``n`` visible, so it is never read as
+a full five-seed figure.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Iterable, List, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+#: Phases whose trials are repeated seeds of one configuration (``search`` trials are not).
+SEEDED_PHASES = ("evaluation", "sweep", "run")
+CELL_KEYS = ["study", "phase", "cell", "config_id"]
+#: Columns copied from a cell's first trial to describe it.
+DESCRIPTIVE = ["dataset", "noise", "setting", "method", "robust_loss", "m", "lam", "rho", "alpha"]
+
+# two-sided 95% quantiles of Student's t, df = 1..30 (fallback when scipy is absent)
+_T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
+         2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
+         2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+
+
+def t_quantile(df: int, level: float = 0.95) -> float:
+    """Two-sided Student-t quantile for a ``level`` interval with ``df`` degrees of freedom."""
+    if df < 1:
+        return float("nan")
+    try:
+        from scipy import stats
+        return float(stats.t.ppf(0.5 + level / 2, df))
+    except ImportError:
+        if level != 0.95:
+            raise
+        return _T975[df - 1] if df <= len(_T975) else 1.96
+
+
+def summarize(values: Iterable[float], level: float = 0.95) -> dict:
+    """mean, std (ddof 1), sem, t-interval half-width and bounds, min, max, n of finite values."""
+    v = np.asarray([x for x in values if x is not None], dtype=float)
+    v = v[np.isfinite(v)]
+    n = len(v)
+    nan = float("nan")
+    if n == 0:
+        return dict(n=0, mean=nan, std=nan, sem=nan, ci95=nan, ci_low=nan, ci_high=nan,
+                    min=nan, max=nan)
+    mean = float(v.mean())
+    std = float(v.std(ddof=1)) if n > 1 else nan
+    sem = std / math.sqrt(n) if n > 1 else nan
+    half = t_quantile(n - 1, level) * sem if n > 1 else nan
+    return dict(n=n, mean=mean, std=std, sem=sem, ci95=half, ci_low=mean - half,
+                ci_high=mean + half, min=float(v.min()), max=float(v.max()))
+
+
+def _config_columns(df: pd.DataFrame) -> List[str]:
+    cols = df.attrs.get("config_columns")
+    if cols:
+        return [c for c in cols if c in df.columns]
+    return [c for c in DESCRIPTIVE if c in df.columns]
+
+
+def aggregate(
+    runs: pd.DataFrame,
+    metric: str = "test_acc",
+    *,
+    by: Optional[Sequence[str]] = None,
+    phases: Optional[Sequence[str]] = SEEDED_PHASES,
+    n_expected: Optional[int] = None,
+    level: float = 0.95,
+) -> pd.DataFrame:
+    """One row per cell: its keys, descriptive config, and ``metric`` summarized over seeds.
+
+    ``by`` defaults to ``study, phase, cell, config_id``. ``phases`` keeps only those phases
+    (``None``: all). Columns: ``n`` (finished seeds), ``n_expected`` (from the study; else the
+    ``n_expected`` argument; else the largest ``n`` in the frame), ``complete``, ``mean``,
+    ``std``, ``sem``, ``ci95`` (half-width of the t-interval), ``ci_low``, ``ci_high``, ``min``,
+    ``max``, ``n_error``, ``n_incomplete``, ``seeds`` (the finished seeds, comma-separated).
+    """
+    df = runs
+    if phases is not None and "phase" in df.columns:
+        df = df[df["phase"].isin(list(phases))]
+    keys = list(by) if by is not None else [k for k in CELL_KEYS if k in df.columns]
+    descr = [c for c in DESCRIPTIVE if c in df.columns and c not in keys]
+    descr += sorted(c for c in _config_columns(runs)
+                    if c.startswith("robust_loss_params.") and c not in keys and c not in descr)
+    cols = keys + descr + ["metric", "n", "n_expected", "complete", "mean", "std", "sem",
+                           "ci95", "ci_low", "ci_high", "min", "max", "n_error",
+                           "n_incomplete", "seeds"]
+    if df.empty:
+        return pd.DataFrame(columns=cols)
+    status = df["status"] if "status" in df.columns else pd.Series("ok", index=df.index)
+    rows = []
+    for key, g in df.groupby(keys, dropna=False, sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        st = status.loc[g.index]
+        ok = g[st == "ok"]
+        if "seed" in ok.columns and ok["seed"].notna().any() and ok["seed"].duplicated().any():
+            warnings.warn(f"cell {dict(zip(keys, key))}: seed repeated; the last trial of each "
+                          "seed (by path) is used", stacklevel=2)
+            ok = ok.sort_values("path").drop_duplicates("seed", keep="last")
+        values = (pd.to_numeric(ok[metric], errors="coerce") if metric in ok.columns
+                  else pd.Series(dtype=float))
+        s = summarize(values.tolist(), level)
+        seeds = (ok.loc[values.notna(), "seed"] if "seed" in ok.columns else pd.Series(dtype=float))
+        n_exp = np.nan
+        if "n_expected" in g.columns:
+            e = pd.to_numeric(g["n_expected"], errors="coerce")
+            n_exp = float(e.max()) if e.notna().any() else np.nan
+        row = dict(zip(keys, key))
+        row.update({c: g[c].iloc[0] for c in descr})
+        row.update(metric=metric, n_expected=n_exp, n_error=int((st == "error").sum()),
+                   n_incomplete=int((st == "incomplete").sum()),
+                   seeds=",".join(str(int(x)) for x in sorted(seeds.dropna())), **s)
+        rows.append(row)
+    out = pd.DataFrame.from_records(rows)
+    fallback = n_expected if n_expected is not None else (out["n"].max() if len(out) else 0)
+    out["n_expected"] = out["n_expected"].fillna(fallback).astype(int)
+    out["complete"] = out["n"] >= out["n_expected"]
+    return out[cols]

@@ -1,0 +1,57 @@
+"""Checkpoints: written atomically, read with ``weights_only=True``, checked against the config."""
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any, Dict
+
+import torch
+
+from .errors import CheckpointError
+
+FORMAT = 1
+#: Config keys that may differ between a run and its resumption (they do not change results).
+RESUMABLE_DIFFS = {"epochs", "device", "num_workers", "threads", "checkpoint_every", "data_dir",
+                   "compile"}
+
+
+def save_atomic(obj: Dict[str, Any], path: str) -> None:
+    """Write to a temporary file beside ``path`` and rename it over: a crash mid-write leaves
+    the previous checkpoint intact (``os.replace`` is atomic on POSIX)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load(path: str) -> Dict[str, Any]:
+    if not os.path.isfile(path):
+        raise CheckpointError(f"no checkpoint at {path!r}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated, not a torch file, or holding non-tensor objects
+        raise CheckpointError(f"checkpoint {path!r} is corrupt or unreadable "
+                              f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {path!r} is not an lci checkpoint of format {FORMAT}")
+    return obj
+
+
+def check_config(saved: Dict[str, Any], current: Dict[str, Any], path: str) -> None:
+    """A resumed run must be the same run: refuse when a result-changing key differs."""
+    diffs = sorted(k for k in set(saved) | set(current)
+                   if k not in RESUMABLE_DIFFS and saved.get(k) != current.get(k))
+    if diffs:
+        shown = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {current.get(k)!r}"
+                          for k in diffs[:4])
+        raise CheckpointError(f"checkpoint {path!r} belongs to another config ({shown}); "
+                              "resume with the same config or start a new run")

@@ -1,0 +1,110 @@
+"""The ``lci`` command: ``train`` (here), ``sweep``/``demo`` (study/), ``report`` (analysis/).
+
+The study and analysis layers are imported only when their sub-command runs, so ``lci train``
+never imports Ray. Every :class:`~lci.errors.LCIError` becomes one line on stderr and exit 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import time
+import uuid
+from typing import List, Optional
+
+from .errors import LCIError
+
+#: sub-command -> "module:function" taking argv and returning an exit status
+DELEGATED = {"sweep": "study.cli:sweep_main", "demo": "study.cli:demo_main",
+             "report": "analysis.cli:main"}
+
+
+def _train_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lci train", description="Train one run (LCI or a baseline).")
+    p.add_argument("--config", help="YAML/JSON file of TrainConfig keys")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config key, e.g. --set method=lci --set noise=sym:0.8")
+    p.add_argument("--out", help="output folder (default: runs/<time>-<method>-<id>)")
+    p.add_argument("--resume", action="store_true", help="continue OUT/checkpoint.pt")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def default_out_dir(method: str) -> str:
+    return os.path.join("runs", f"{time.strftime('%Y%m%d-%H%M%S')}-{method}-{uuid.uuid4().hex[:6]}")
+
+
+def train_main(argv: List[str]) -> int:
+    from .config import TrainConfig, load_config_file, parse_set_args
+
+    args = _train_parser().parse_args(argv)
+    values = load_config_file(args.config) if args.config else {}
+    if args.resume and not args.config and not args.sets and args.out:
+        # resuming with no config given: the run's own config.json is the config
+        cfg_path = os.path.join(args.out, "config.json")
+        if os.path.isfile(cfg_path):
+            values = load_config_file(cfg_path)
+    values.update(parse_set_args(args.sets))
+    cfg = TrainConfig.from_dict(values)
+    if args.resume and not args.out:
+        raise LCIError("--resume needs --out DIR, the folder of the run to continue")
+    out = args.out or default_out_dir(cfg.method)
+
+    from tqdm.auto import tqdm
+
+    from .fitloop import fit
+
+    bar = None
+
+    def on_epoch(trainer, m):
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=trainer.cfg.epochs, initial=trainer.epoch - 1, unit="epoch",
+                       desc=f"{trainer.cfg.method} {trainer.cfg.noise}", disable=args.quiet,
+                       dynamic_ncols=True)
+        bar.update(1)
+        bar.set_postfix(loss=f"{m['loss']:.3f}", test_acc=f"{m['test_acc']:.4f}")
+
+    try:
+        res = fit(cfg, out, resume=args.resume, on_epoch=on_epoch)
+    finally:
+        if bar is not None:
+            bar.close()
+    robust = (f"  robust_test_acc={res['robust_test_acc']:.4f}" if "robust_test_acc" in res
+              else "")
+    auroc = f"  conf_auroc={res['conf_auroc']:.3f}" if "conf_auroc" in res else ""
+    print(f"done: {cfg.method} on {cfg.dataset} noise={cfg.noise}  test_acc={res['test_acc']:.4f}"
+          f"{robust}{auroc}  epochs={res['epochs_done']}  wall={res['wall_s']:.1f}s  -> {out}")
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = ["train"] + list(DELEGATED)
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: lci {train,sweep,report,demo} ...\n\n"
+              "  train   one run (LCI or a baseline), with a progress bar\n"
+              "  sweep   a study (Optuna search + seeds) on Ray Tune, local or on a cluster\n"
+              "  report  tables and figures from finished experiments\n"
+              "  demo    the digits study end to end (sweep + report)\n\n"
+              "`lci COMMAND --help` for its options.")
+        return 0 if argv else 2
+    cmd, rest = argv[0], argv[1:]
+    try:
+        if cmd == "train":
+            return train_main(rest)
+        if cmd in DELEGATED:
+            mod_name, fn_name = DELEGATED[cmd].split(":")
+            return int(getattr(importlib.import_module(mod_name), fn_name)(rest) or 0)
+        raise LCIError(f"unknown command {cmd!r}; allowed: {', '.join(commands)}")
+    except LCIError as e:
+        print(f"lci {cmd}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"lci {cmd}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

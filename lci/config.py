@@ -1,0 +1,379 @@
+"""``TrainConfig``: the one config dataclass shared by the CLI, the Tune trainables and Optuna.
+
+Keys are flat so that ``--set key=value``, a Tune ``param_space`` and an Optuna trial all use
+the same names. Fields whose default is ``"auto"`` are filled in per data set by
+:meth:`TrainConfig.resolved` (e.g. ``small_cnn`` for digits, ``preact_resnet34`` for CIFAR);
+``config.json`` of a run always holds the resolved values.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+
+from .errors import ConfigError, allowed
+
+# ----------------------------------------------------------------------------------- names
+#: Methods whose training uses label confidence (two parameter sets except lci-single).
+LCI_METHODS = ("lci", "lci-two-models", "lci-single")
+#: Single-model baselines of Table 1; the method name is also the loss name.
+BASELINE_METHODS = ("ce", "bs", "ls", "mae", "gce", "sce", "nce_rce", "js", "gjs")
+METHODS = LCI_METHODS + BASELINE_METHODS
+#: Losses the noise-robust model of an lci method may use.
+ROBUST_LOSSES = ("gce", "mae", "sce", "nce_rce", "js", "gjs", "ce", "bs", "ls")
+REGISTERED_DATASETS = ("digits", "cifar10", "cifar100", "clothing1m", "webvision")
+NOISE_KINDS = ("none", "sym", "asym", "matrix")
+NOISE_CONVENTIONS = ("gjs", "exclusive")
+CE_NORMS = ("mean", "complement")
+PENALTIES = ("l2", "distill")
+INITS = ("shared", "independent")
+CORRECTION_SOURCES = ("clean", "view")
+LR_SCHEDULES = ("multistep", "cosine", "constant")
+AUGMENTS = ("auto", "none", "weak", "cutout", "strong")
+AMPS = ("auto", "off", "bf16", "fp16")
+
+# Per-dataset defaults for the "auto" fields. CIFAR values follow the GJS code (method.md §5);
+# digits values were calibrated so that a CPU run takes seconds (see README).
+DATASET_PROFILES: Dict[str, Dict[str, Any]] = {
+    "digits": dict(model="small_cnn", epochs=60, batch_size=64, lr=0.05, weight_decay=5e-4,
+                   augment="weak", lr_schedule="cosine"),
+    "cifar10": dict(model="preact_resnet34", epochs=400, batch_size=128, lr=0.1,
+                    weight_decay=5e-4, augment="weak", lr_schedule="multistep"),
+    "cifar100": dict(model="preact_resnet34", epochs=400, batch_size=128, lr=0.2,
+                     weight_decay=5e-5, augment="weak", lr_schedule="multistep"),
+    "clothing1m": dict(model="resnet50", epochs=10, batch_size=32, lr=0.002,
+                       weight_decay=1e-3, augment="weak", lr_schedule="multistep"),
+    "webvision": dict(model="resnet50", epochs=100, batch_size=32, lr=0.02,
+                      weight_decay=5e-4, augment="weak", lr_schedule="cosine"),
+    # a user's own .npz / .csv / image folder
+    "custom": dict(model="small_cnn", epochs=60, batch_size=128, lr=0.05, weight_decay=5e-4,
+                   augment="weak", lr_schedule="cosine"),
+}
+# Asymmetric rates in the GJS protocol use different weight decay on CIFAR-10 and lr on CIFAR-100.
+ASYM_OVERRIDES = {"cifar10": dict(weight_decay=1e-3), "cifar100": dict(lr=0.4, weight_decay=1e-4)}
+
+
+@dataclass
+class TrainConfig:
+    # --- data -------------------------------------------------------------------------------
+    dataset: str = "digits"          # registered name or path of a .npz / .csv / image folder
+    data_dir: str = "data"           # where registered data sets live on disk
+    noise: str = "sym:0.8"           # "none", "sym:R", "asym:R" or "matrix" (see noise_transition)
+    noise_convention: str = "gjs"    # sym noise: "gjs" (may keep the label) or "exclusive"
+    noise_transition: Optional[Union[str, List[List[float]]]] = None  # T[true, noisy] or its file
+    val_fraction: float = 0.0        # held out of the noisy train set for searches (val_acc)
+    # --- method -----------------------------------------------------------------------------
+    method: str = "lci"              # lci, lci-two-models, lci-single, or a baseline loss name
+    robust_loss: str = "gce"         # loss of the noise-robust model θ (lci methods)
+    robust_loss_params: Dict[str, float] = field(default_factory=dict)  # e.g. {"q": 0.7}
+    m: float = 0.0                   # shift of the confidence mapping (Eq. 6): larger -> more CE
+    lam: float = 1e-3                # λ, weight of the parameter-distance penalty
+    rho: float = 1.0                 # ρ, weight of the JSD between the two views of θ*
+    alpha: float = 1.0               # α, weight of the confidence-weighted CE term
+    slope: float = 0.5               # s in sigmoid(s·(−L + μ + m)); the paper uses 0.5
+    mu_momentum: float = 0.7         # μ ← mom·μ + (1−mom)·mean_B(L) (Algorithm 1, line 8)
+    ce_norm: str = "mean"            # "mean" (Eq. 9) or "complement" (Eq. 8, Σ C·CE / Σ(1−C))
+    penalty: str = "l2"              # "l2": Σ||θ−θ*||²; "distill": KL(p(x';θ) ‖ p(x';θ*))
+    init: str = "shared"             # θ* starts as a copy of θ ("shared") or freshly ("independent")
+    correction_start: float = 0.25   # fraction of all iterations after which ỹ is corrected
+    correction_weight: float = 0.5   # w in ỹ = (1−w)·y + w·softmax(f(x;θ))
+    correction_source: str = "clean"  # "clean": f on un-augmented x (Alg. 1); "view": reuse x'
+    fuse_views: bool = False         # θ* on cat(x', x'') in one forward (BN over both views)
+    # --- model and optimisation -------------------------------------------------------------
+    model: str = "auto"              # registry name; "auto" picks per data set
+    pretrained: Optional[str] = None  # local state-dict file for torchvision ResNets
+    epochs: Union[int, str] = "auto"
+    batch_size: Union[int, str] = "auto"
+    lr: Union[float, str] = "auto"
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: Union[float, str] = "auto"
+    lr_schedule: str = "auto"        # "multistep" (×0.1 at lr_milestones), "cosine", "constant"
+    lr_milestones: Tuple[float, ...] = (0.5, 0.75)  # fractions of epochs (GJS: 200, 300 of 400)
+    augment: str = "auto"            # "none", "weak" (crop+flip), "cutout", "strong" (RandAug+cutout)
+    # --- run --------------------------------------------------------------------------------
+    seed: int = 0                    # noise, split, init, batches and augmentation
+    device: str = "auto"             # "auto" (cuda if available), "cpu", "cuda", "cuda:1"
+    amp: str = "auto"                # "auto" = bf16 on CUDA, off on CPU
+    channels_last: Union[bool, str] = "auto"  # "auto" = on CUDA
+    compile: bool = False            # torch.compile the models
+    num_workers: int = 0             # decoding workers for file-based data sets
+    threads: int = 0                 # torch CPU threads (0 = leave torch's default)
+    checkpoint_every: int = 1        # epochs between checkpoints (0 = never)
+    eval_train: bool = True          # per-epoch metrics on the training set (Figure 3)
+
+    # ------------------------------------------------------------------------------ building
+    def __post_init__(self) -> None:
+        self._coerce()
+        self.validate()
+
+    @classmethod
+    def field_names(cls) -> List[str]:
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
+        """Build from a mapping; unknown keys are an error that lists the allowed ones."""
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"a config must be a mapping of keys to values, got {type(d).__name__}")
+        names = cls.field_names()
+        unknown = [k for k in d if k not in names]
+        if unknown:
+            raise ConfigError(f"unknown config key {unknown[0]!r}; allowed: {', '.join(names)}")
+        return cls(**dict(d))
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["lr_milestones"] = list(self.lr_milestones)
+        return d
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return TrainConfig.from_dict({**self.to_dict(), **changes})
+
+    # ----------------------------------------------------------------------------- parsing
+    def _coerce(self) -> None:
+        """Turn strings (from ``--set`` or YAML) into the field's type, with clear errors."""
+        for f in fields(self):
+            v = getattr(self, f.name)
+            default = f.default if f.default is not dataclasses.MISSING else None
+            setattr(self, f.name, _coerce_value(f.name, v, default))
+
+    @property
+    def noise_kind(self) -> str:
+        return parse_noise(self.noise)[0]
+
+    @property
+    def noise_rate(self) -> float:
+        return parse_noise(self.noise)[1]
+
+    @property
+    def is_lci(self) -> bool:
+        return self.method in LCI_METHODS
+
+    @property
+    def two_models(self) -> bool:
+        return self.method in ("lci", "lci-two-models")
+
+    @property
+    def dataset_profile(self) -> str:
+        return self.dataset if self.dataset in DATASET_PROFILES else "custom"
+
+    def validate(self) -> None:
+        _one_of("method", self.method, METHODS)
+        _one_of("robust_loss", self.robust_loss, ROBUST_LOSSES)
+        _one_of("noise_convention", self.noise_convention, NOISE_CONVENTIONS)
+        _one_of("ce_norm", self.ce_norm, CE_NORMS)
+        _one_of("penalty", self.penalty, PENALTIES)
+        _one_of("init", self.init, INITS)
+        _one_of("correction_source", self.correction_source, CORRECTION_SOURCES)
+        _one_of("lr_schedule", self.lr_schedule, LR_SCHEDULES + ("auto",))
+        _one_of("augment", self.augment, AUGMENTS)
+        _one_of("amp", self.amp, AMPS)
+        if self.dataset not in REGISTERED_DATASETS and not _looks_like_path(self.dataset):
+            raise ConfigError(
+                f"unknown dataset {self.dataset!r}; allowed: {allowed(REGISTERED_DATASETS)} "
+                "or the path of a .npz file, a .csv file list or an image folder")
+        kind, rate = parse_noise(self.noise)
+        if kind == "asym" and self.noise_transition is None and self.dataset not in (
+                "digits", "cifar10", "cifar100"):
+            raise ConfigError(
+                f"noise={self.noise!r} needs a class mapping, and dataset {self.dataset!r} has none; "
+                "asym noise is defined for 'digits', 'cifar10', 'cifar100', or give noise_transition")
+        if kind == "matrix" and self.noise_transition is None:
+            raise ConfigError("noise='matrix' needs noise_transition (a matrix T[true, noisy] or a "
+                              ".npy/.csv/.json file holding one)")
+        for name in ("val_fraction", "correction_start", "correction_weight"):
+            _in_range(name, getattr(self, name), 0.0, 1.0)
+        if self.val_fraction >= 1.0:
+            raise ConfigError(f"val_fraction={self.val_fraction!r} must be below 1")
+        _in_range("mu_momentum", self.mu_momentum, 0.0, 1.0)
+        for name in ("lam", "rho", "alpha", "momentum"):
+            _in_range(name, getattr(self, name), 0.0, math.inf)
+        _in_range("slope", self.slope, 0.0, math.inf, low_open=True)
+        if not math.isfinite(self.m):
+            raise ConfigError(f"m={self.m!r} must be a finite number")
+        for name in ("epochs", "batch_size"):
+            v = getattr(self, name)
+            if v != "auto" and v < 1:
+                raise ConfigError(f"{name}={v!r} must be a positive integer or 'auto'")
+        for name in ("lr", "weight_decay"):
+            v = getattr(self, name)
+            if v != "auto":
+                _in_range(name, v, 0.0, math.inf)
+        for name in ("num_workers", "threads", "checkpoint_every", "seed"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}={getattr(self, name)!r} must be >= 0")
+        if any(not 0.0 < x < 1.0 for x in self.lr_milestones):
+            raise ConfigError(f"lr_milestones={list(self.lr_milestones)!r} must be fractions of "
+                              "the epochs, each in (0, 1)")
+        if not (self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:")):
+            raise ConfigError(f"unknown device {self.device!r}; allowed: 'auto', 'cpu', 'cuda', "
+                              "'cuda:N', 'mps'")
+        # the robust loss's own parameters are checked by the loss registry
+        from .losses import check_params
+        loss = self.method if self.method in BASELINE_METHODS else self.robust_loss
+        check_params(loss, self.robust_loss_params)
+        if self.model != "auto":
+            from .models import MODELS
+            MODELS.get(self.model)
+
+    # ---------------------------------------------------------------------------- resolving
+    def resolved(self) -> "TrainConfig":
+        """Fill every "auto" field for this data set; the result is what a run records."""
+        prof = dict(DATASET_PROFILES[self.dataset_profile])
+        if self.noise_kind == "asym":
+            prof.update(ASYM_OVERRIDES.get(self.dataset, {}))
+        changes: Dict[str, Any] = {}
+        for key in ("model", "epochs", "batch_size", "lr", "weight_decay", "augment",
+                    "lr_schedule"):
+            if getattr(self, key) == "auto":
+                changes[key] = prof[key]
+        if self.method in BASELINE_METHODS:
+            changes["robust_loss"] = self.method  # a baseline's loss is its name
+        return self.replace(**changes) if changes else self
+
+
+# ------------------------------------------------------------------------------- helpers
+def parse_noise(spec: str) -> Tuple[str, float]:
+    """``"sym:0.8"`` -> ``("sym", 0.8)``; ``"none"`` -> ``("none", 0.0)``."""
+    if not isinstance(spec, str):
+        raise ConfigError(f"noise={spec!r} must be a string like 'sym:0.8', 'asym:0.4' or 'none'")
+    s = spec.strip().lower()
+    if s in ("none", "clean", ""):
+        return "none", 0.0
+    if s == "matrix":
+        return "matrix", 1.0
+    kind, sep, rate_s = s.partition(":")
+    if kind not in NOISE_KINDS or not sep:
+        raise ConfigError(f"noise={spec!r} is not a noise setting; allowed: 'none', 'sym:R', "
+                          "'asym:R' with R in [0, 1], or 'matrix'")
+    try:
+        rate = float(rate_s)
+    except ValueError:
+        raise ConfigError(f"noise={spec!r}: rate {rate_s!r} is not a number in [0, 1]") from None
+    if not 0.0 <= rate <= 1.0 or math.isnan(rate):
+        raise ConfigError(f"noise={spec!r}: rate {rate} is outside [0, 1]")
+    return kind, rate
+
+
+def _looks_like_path(s: str) -> bool:
+    return isinstance(s, str) and (os.sep in s or s.endswith((".npz", ".csv")) or os.path.exists(s))
+
+
+def _one_of(name: str, value: Any, options) -> None:
+    if value not in options:
+        raise ConfigError(f"unknown {name} {value!r}; allowed: {allowed(options)}")
+
+
+def _in_range(name: str, v: float, lo: float, hi: float, low_open: bool = False) -> None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v):
+        raise ConfigError(f"{name}={v!r} must be a number")
+    if v < lo or v > hi or (low_open and v == lo):
+        lo_b = "(" if low_open else "["
+        hi_s = "inf" if hi == math.inf else hi
+        raise ConfigError(f"{name}={v!r} is outside {lo_b}{lo}, {hi_s}]")
+
+
+_BOOL_STR = {"true": True, "1": True, "yes": True, "on": True,
+             "false": False, "0": False, "no": False, "off": False}
+
+
+def _coerce_value(name: str, v: Any, default: Any) -> Any:
+    """Coerce ``v`` to the type of the field's default (strings from the CLI, ints from YAML)."""
+    bad = ConfigError
+    if name == "robust_loss_params":
+        if isinstance(v, str):
+            try:
+                v = json.loads(v) if v.strip() else {}
+            except json.JSONDecodeError:
+                raise bad(f"robust_loss_params={v!r} must be a JSON object like '{{\"q\": 0.7}}'") from None
+        if not isinstance(v, Mapping):
+            raise bad(f"robust_loss_params={v!r} must be a mapping like {{'q': 0.7}}")
+        out = {}
+        for k, x in v.items():
+            try:
+                out[str(k)] = float(x)
+            except (TypeError, ValueError):
+                raise bad(f"robust_loss_params[{k!r}]={x!r} must be a number") from None
+        return out
+    if name == "noise_transition":
+        if v is None or isinstance(v, str):
+            return v
+        try:
+            return [[float(x) for x in row] for row in v]
+        except (TypeError, ValueError):
+            raise bad("noise_transition must be a matrix (list of rows of numbers) or a file path") from None
+    if name == "lr_milestones":
+        if isinstance(v, str):
+            v = [x for x in v.replace("[", "").replace("]", "").split(",") if x.strip()]
+        try:
+            return tuple(float(x) for x in v)
+        except (TypeError, ValueError):
+            raise bad(f"lr_milestones={v!r} must be a list of fractions like [0.5, 0.75]") from None
+    if name == "pretrained":
+        return None if v in (None, "", "none", "None") else str(v)
+    if isinstance(v, str) and v == "auto" and default == "auto":
+        return v
+    if isinstance(default, bool) or (default == "auto" and name == "channels_last"):
+        if isinstance(v, bool):
+            return v
+        if isinstance(v, str) and v.lower() in _BOOL_STR:
+            return _BOOL_STR[v.lower()]
+        if isinstance(v, int) and v in (0, 1):
+            return bool(v)
+        raise bad(f"{name}={v!r} must be true or false")
+    if isinstance(default, int) or name in ("epochs", "batch_size"):
+        if isinstance(v, bool):
+            raise bad(f"{name}={v!r} must be an integer")
+        if isinstance(v, float) and v.is_integer():
+            return int(v)
+        if isinstance(v, str):
+            try:
+                return int(v)
+            except ValueError:
+                pass
+        if isinstance(v, int):
+            return v
+        raise bad(f"{name}={v!r} must be an integer")
+    if isinstance(default, float) or name in ("lr", "weight_decay"):
+        if isinstance(v, bool):
+            raise bad(f"{name}={v!r} must be a number")
+        try:
+            return float(v)
+        except (TypeError, ValueError):
+            raise bad(f"{name}={v!r} must be a number") from None
+    if isinstance(default, str):
+        if not isinstance(v, str):
+            raise bad(f"{name}={v!r} must be a string")
+        return v
+    return v
+
+
+def load_config_file(path: str) -> Dict[str, Any]:
+    """Read a YAML or JSON mapping of config keys."""
+    import yaml
+
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file {path!r} does not exist")
+    with open(path) as fh:
+        try:
+            d = yaml.safe_load(fh) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {path!r} is not valid YAML/JSON: {e}") from None
+    if not isinstance(d, dict):
+        raise ConfigError(f"config file {path!r} must hold a mapping of config keys")
+    return d
+
+
+def parse_set_args(items: List[str]) -> Dict[str, Any]:
+    """``["method=lci", "m=1"]`` -> dict; values stay strings and are coerced by TrainConfig."""
+    out: Dict[str, Any] = {}
+    for it in items:
+        key, sep, val = it.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {it!r} must look like KEY=VALUE")
+        out[key.strip()] = val.strip()
+    return out

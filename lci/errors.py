@@ -1,0 +1,34 @@
+"""User-facing errors.
+
+Every mistake a user can make (a bad config key, an unknown loss, a missing data file, a
+corrupt checkpoint) is raised as an :class:`LCIError`. The CLI turns it into one line on stderr
+and exit status 2; library callers can catch it (it is a ``ValueError``).
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+
+class LCIError(ValueError):
+    """A problem with the user's input, explained in one line."""
+
+
+class ConfigError(LCIError):
+    """A config key or value that is not allowed."""
+
+
+class DataError(LCIError):
+    """A data set that is missing, malformed or inconsistent."""
+
+
+class CheckpointError(LCIError):
+    """A checkpoint that cannot be used to resume."""
+
+
+def allowed(values: Iterable) -> str:
+    """Format a list of allowed values for an error message."""
+    return ", ".join(repr(v) for v in values)
+
+
+class DivergenceError(RuntimeError):
+    """Training produced a non-finite loss; the run stops with this reason."""

@@ -1,0 +1,73 @@
+"""A run's output folder: config.json, history.csv, result.json, label_issues.csv."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from typing import Any, Dict, List
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None  # JSON has no NaN; a missing value reads back as null
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    return v
+
+
+def write_json_atomic(path: str, obj: Dict[str, Any]) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(_jsonable(obj), fh, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+class RunWriter:
+    """Writes the files of one run; the history is appended epoch by epoch."""
+
+    def __init__(self, out_dir: str):
+        self.out_dir = os.path.abspath(out_dir)
+        os.makedirs(self.out_dir, exist_ok=True)
+        self.history_path = os.path.join(self.out_dir, "history.csv")
+        self._columns: List[str] = []
+
+    def write_config(self, cfg: Dict[str, Any]) -> None:
+        write_json_atomic(os.path.join(self.out_dir, "config.json"), cfg)
+
+    def append_history(self, row: Dict[str, float]) -> None:
+        if not self._columns or any(k not in self._columns for k in row):
+            # first row, or a metric appeared: rewrite with the widened header
+            rows = self._read() + [row]
+            self.rewrite_history(rows)
+            return
+        with open(self.history_path, "a", newline="") as fh:
+            csv.DictWriter(fh, self._columns).writerow(row)
+
+    def _read(self) -> List[Dict[str, Any]]:
+        if not os.path.exists(self.history_path):
+            return []
+        with open(self.history_path, newline="") as fh:
+            return list(csv.DictReader(fh))
+
+    def rewrite_history(self, rows: List[Dict[str, Any]]) -> None:
+        cols: List[str] = []
+        for r in rows:
+            cols += [k for k in r if k not in cols]
+        self._columns = cols
+        tmp = self.history_path + ".tmp"
+        with open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, cols)
+            w.writeheader()
+            w.writerows(rows)
+        os.replace(tmp, self.history_path)
+
+    def write_result(self, result: Dict[str, Any]) -> None:
+        write_json_atomic(os.path.join(self.out_dir, "result.json"), result)
+
+    def write_label_issues(self, df) -> None:
+        tmp = os.path.join(self.out_dir, "label_issues.csv.tmp")
+        df.to_csv(tmp, index=False)
+        os.replace(tmp, os.path.join(self.out_dir, "label_issues.csv"))

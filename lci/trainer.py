@@ -1,0 +1,283 @@
+"""The fit loop as an object: one call per epoch, so that ``lci.fit`` and the Ray Tune trainable
+drive the same code (the trainable reports and checkpoints between epochs).
+
+Data layout follows airbench: the whole training set sits on the device as uint8, batches are
+drawn with ``randperm`` on the device from a dedicated generator, views are made on the device.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+
+from . import checkpoint as ckpt
+from .augment import Augmenter
+from .config import TrainConfig
+from .confidence import label_confidence
+from .data import DataBundle, load_data, split_validation
+from .engine import TERMS, Engine
+from .errors import DivergenceError
+from .metrics import accuracy, confidence_stats, predict_logits, train_accuracies
+from .models import create_model
+from .noise import make_noisy_labels
+from .outputs import RunWriter
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        from .errors import ConfigError
+        raise ConfigError(f"device={name!r} but no CUDA device is available; use 'cpu' or 'auto'")
+    return torch.device(name)
+
+
+def lr_factor(cfg: TrainConfig, epoch: int) -> float:
+    """Learning-rate multiplier for 0-based ``epoch``: a pure function, so resuming needs no
+    scheduler state."""
+    if cfg.lr_schedule == "multistep":
+        # GJS: ×0.1 at epochs 200 and 300 of 400
+        return 0.1 ** sum(epoch >= round(f * cfg.epochs) for f in cfg.lr_milestones)
+    if cfg.lr_schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * epoch / cfg.epochs))
+    return 1.0
+
+
+class Trainer:
+    """Builds data, noise, models and optimizer from a config; ``train_epoch`` runs one epoch."""
+
+    def __init__(self, config: TrainConfig, out_dir: Optional[str] = None,
+                 data: Optional[DataBundle] = None):
+        cfg = config.resolved()
+        self.cfg = cfg
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.device = resolve_device(cfg.device)
+        data = data if data is not None else load_data(cfg.dataset, cfg.data_dir,
+                                                       num_workers=cfg.num_workers)
+        self.data = data
+        self.num_classes = data.num_classes
+
+        # --- labels: synthetic noise on clean labels, or the given noisy labels -------------
+        y_given = data.y_train.cpu().numpy()
+        if data.labels_are_noisy:
+            noisy = y_given
+            true = data.y_train_true.cpu().numpy() if data.y_train_true is not None else None
+        else:
+            nl = make_noisy_labels(y_given, cfg.noise_kind, cfg.noise_rate, data.num_classes,
+                                   cfg.seed, dataset=cfg.dataset, convention=cfg.noise_convention,
+                                   transition=cfg.noise_transition)
+            noisy, true = nl.noisy_labels, y_given
+        # the validation split is carved from the *noisy* training set (searches never see test)
+        train_idx, val_idx = split_validation(len(noisy), cfg.val_fraction, cfg.seed)
+        dev = self.device
+        self.train_idx = train_idx
+        self.x_train = data.x_train[train_idx].to(dev)
+        self.y_noisy = torch.as_tensor(noisy[train_idx], dtype=torch.long, device=dev)
+        self.y_true = (torch.as_tensor(true[train_idx], dtype=torch.long, device=dev)
+                       if true is not None else None)
+        self.x_val = data.x_train[val_idx].to(dev)
+        self.y_val = torch.as_tensor(noisy[val_idx], dtype=torch.long, device=dev)
+        self.x_test, self.y_test = data.x_test.to(dev), data.y_test.to(dev)
+        self.n_train = int(self.x_train.shape[0])
+
+        # --- randomness: one generator on the device for batches and views ------------------
+        self.gen = torch.Generator(device=dev).manual_seed(cfg.seed)
+        self.augment = Augmenter(data.mean, data.std, pad=data.pad, hflip=data.hflip,
+                                 mode=cfg.augment, generator=self.gen)
+        self.batch_size = min(cfg.batch_size, self.n_train)
+        # drop the last partial batch: a batch of one breaks BatchNorm, and fixed shapes compile
+        self.steps_per_epoch = max(1, self.n_train // self.batch_size)
+        in_ch, size = int(data.x_train.shape[1]), int(data.x_train.shape[-1])
+
+        def make_model():
+            return create_model(cfg.model, data.num_classes, in_channels=in_ch, image_size=size,
+                                pretrained=cfg.pretrained)
+
+        # model init draws from torch's global RNG: seed it without disturbing the caller's
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            self.engine = Engine(cfg, make_model, data.num_classes, self.augment, dev,
+                                 total_steps=cfg.epochs * self.steps_per_epoch)
+        self.epoch = 0
+        self.history: List[Dict[str, float]] = []
+        self.train_seconds = 0.0
+        self._last_eval: Dict[str, np.ndarray] = {}
+        self.writer = RunWriter(out_dir) if out_dir else None
+        if self.writer:
+            self.writer.write_config(cfg.to_dict())
+
+    # --------------------------------------------------------------------------------- epoch
+    @property
+    def done(self) -> bool:
+        return self.epoch >= self.cfg.epochs
+
+    def train_epoch(self) -> Dict[str, float]:
+        cfg, eng = self.cfg, self.engine
+        for group in eng.optimizer.param_groups:
+            group["lr"] = cfg.lr * lr_factor(cfg, self.epoch)
+        eng.train()
+        t0 = time.perf_counter()
+        perm = torch.randperm(self.n_train, device=self.device, generator=self.gen)
+        # loss terms accumulate on the device; read back once, after the loop
+        sums = {k: torch.zeros((), device=self.device) for k in TERMS + ("loss",)}
+        bs = self.batch_size
+        for i in range(self.steps_per_epoch):
+            idx = perm[i * bs:(i + 1) * bs]
+            terms = eng.step(self.x_train[idx], self.y_noisy[idx])
+            for k, v in terms.items():
+                if v is not None:
+                    sums[k] += v
+        values = torch.stack(list(sums.values())).div(self.steps_per_epoch).tolist()  # sync
+        epoch_s = time.perf_counter() - t0
+        self.train_seconds += epoch_s
+        self.epoch += 1
+        metrics: Dict[str, float] = {"epoch": self.epoch}
+        for k, v in zip(sums, values):
+            if k == "loss" or k in self._active_terms():
+                metrics[k] = v
+        bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
+        if bad:
+            raise DivergenceError(f"non-finite loss in epoch {self.epoch}: "
+                                  + ", ".join(f"{k}={v}" for k, v in bad.items())
+                                  + f" (lr={cfg.lr}, method={cfg.method})")
+        metrics.update(self.evaluate())
+        metrics["lr"] = cfg.lr * lr_factor(cfg, self.epoch - 1)
+        metrics["epoch_s"] = epoch_s
+        metrics["samples_per_s"] = self.steps_per_epoch * bs / max(epoch_s, 1e-9)
+        self.history.append(metrics)
+        if self.writer:
+            self.writer.append_history(metrics)
+        return metrics
+
+    def _active_terms(self):
+        m = self.cfg.method
+        if m == "lci":
+            return TERMS
+        if m == "lci-two-models":
+            return ("loss_robust", "loss_ce", "loss_penalty")
+        if m == "lci-single":
+            return ("loss_robust", "loss_ce")
+        return ("loss_robust",)
+
+    # ----------------------------------------------------------------------------- evaluate
+    def _predict(self, model, x):
+        return predict_logits(model, x, lambda b: self.engine._prep(self.augment.normalize(b)),
+                              self.engine.autocast)
+
+    def evaluate(self) -> Dict[str, float]:
+        eng, cfg = self.engine, self.cfg
+        out: Dict[str, float] = {}
+        out["test_acc"] = accuracy(self._predict(eng.inference_model, self.x_test).argmax(1),
+                                   self.y_test)
+        if cfg.is_lci:
+            out["robust_test_acc"] = accuracy(self._predict(eng.theta, self.x_test).argmax(1),
+                                              self.y_test)
+        if self.x_val.shape[0]:
+            out["val_acc"] = accuracy(self._predict(eng.inference_model, self.x_val).argmax(1),
+                                      self.y_val)
+        if self.y_true is not None:
+            out["realized_noise_rate"] = (self.y_noisy != self.y_true).float().mean().item()
+        if not cfg.eval_train:
+            return out
+        logits = self._predict(eng.inference_model, self.x_train)
+        pred = logits.argmax(1)
+        out.update(train_accuracies(pred, self.y_noisy, self.y_true))
+        if cfg.is_lci:
+            theta_logits = self._predict(eng.theta, self.x_train) if eng.theta_star is not None else logits
+            if eng.theta_star is not None:
+                out.update(train_accuracies(theta_logits.argmax(1), self.y_noisy, self.y_true,
+                                            prefix="robust_"))
+            # C of Eq. 6 from θ's robust loss on the un-augmented image and the current μ
+            if eng.uses_gjs:
+                losses = eng.robust_loss([theta_logits, theta_logits], self.y_noisy)
+            else:
+                losses = eng.robust_loss(theta_logits, self.y_noisy)
+            conf = label_confidence(losses, eng.mu, cfg.m, slope=cfg.slope)
+        else:
+            # baselines have no C; their self-confidence p(given label) stands in for it
+            conf = torch.softmax(logits, 1).gather(1, self.y_noisy[:, None]).squeeze(1)
+        conf_np = conf.float().cpu().numpy()
+        is_noisy = (self.y_noisy != self.y_true).cpu().numpy() if self.y_true is not None else None
+        out.update(confidence_stats(conf_np, is_noisy))
+        self._last_eval = {"pred": pred.cpu().numpy(), "conf": conf_np}
+        return out
+
+    # ------------------------------------------------------------------------------- finish
+    def result(self) -> Dict[str, Any]:
+        """Final metrics: the last epoch's, the best test accuracy (labelled), wall time."""
+        res: Dict[str, Any] = dict(self.history[-1]) if self.history else {}
+        if self.history:
+            res["best_test_acc"] = max(h["test_acc"] for h in self.history)
+        res["wall_s"] = self.train_seconds
+        res["samples_per_s"] = (self.epoch * self.steps_per_epoch * self.batch_size
+                                / max(self.train_seconds, 1e-9))
+        res["epochs_done"] = self.epoch
+        return res
+
+    def label_issues(self):
+        """Training samples ranked by label confidence, lowest first (cleanlab's shape)."""
+        import pandas as pd
+
+        if not self._last_eval:
+            self.evaluate() if self.cfg.eval_train else None
+        if not self._last_eval:
+            return None
+        conf = self._last_eval["conf"]
+        df = pd.DataFrame({
+            "index": self.train_idx,
+            "given_label": self.y_noisy.cpu().numpy(),
+            "predicted_label": self._last_eval["pred"],
+            "label_confidence": conf.astype(np.float32),
+            # a label issue: the confident prediction disagrees with the given label
+            "is_label_issue": (conf < 0.5) & (self._last_eval["pred"] != self.y_noisy.cpu().numpy()),
+        })
+        if self.y_true is not None:
+            df["is_noisy"] = (self.y_noisy != self.y_true).cpu().numpy()
+        return df.sort_values("label_confidence", kind="stable").reset_index(drop=True)
+
+    def finish(self) -> Dict[str, Any]:
+        res = self.result()
+        if self.writer:
+            self.writer.write_result(res)
+            df = self.label_issues()
+            if df is not None:
+                self.writer.write_label_issues(df)
+        return res
+
+    # --------------------------------------------------------------------------- checkpoint
+    def state_dict(self) -> Dict[str, Any]:
+        return {"format": ckpt.FORMAT, "config": self.cfg.to_dict(), "epoch": self.epoch,
+                "engine": self.engine.state_dict(), "generator": self.gen.get_state(),
+                "train_seconds": self.train_seconds, "history": self.history,
+                "noisy_labels": self.y_noisy.cpu(), "train_idx": torch.as_tensor(self.train_idx)}
+
+    def load_state_dict(self, sd: Dict[str, Any], source: str = "checkpoint") -> None:
+        ckpt.check_config(sd["config"], self.cfg.to_dict(), source)
+        if not torch.equal(sd["noisy_labels"], self.y_noisy.cpu()):
+            from .errors import CheckpointError
+            raise CheckpointError(f"{source}: its noisy labels differ from this run's")
+        self.engine.load_state_dict(sd["engine"])
+        self.gen.set_state(sd["generator"])
+        self.epoch = int(sd["epoch"])
+        self.train_seconds = float(sd["train_seconds"])
+        self.history = [dict(h) for h in sd["history"]]
+        if self.writer:
+            self.writer.rewrite_history(self.history)
+
+    def save_checkpoint(self, path: Optional[str] = None) -> str:
+        path = path or os.path.join(self.writer.out_dir, "checkpoint.pt")
+        ckpt.save_atomic(self.state_dict(), path)
+        return path
+
+    def load_checkpoint(self, path: str) -> None:
+        try:
+            self.load_state_dict(ckpt.load(path), source=path)
+        except (KeyError, RuntimeError) as e:
+            from .errors import CheckpointError
+            raise CheckpointError(f"checkpoint {path!r} does not fit this run "
+                                  f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
