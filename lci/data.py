@@ -131,12 +131,13 @@ def _resolve(dataset: str, data_dir: str) -> Tuple[str, List[str]]:
             raise DataError(f"dataset file {dataset!r} does not exist")
         return dataset.lower()[-3:], [dataset]
     if os.path.isdir(dataset):
-        # the root and its first two levels of folders: adding or removing images or
-        # classes changes one of their mtimes
-        files = [dataset]
-        for sub in _subdirs(dataset):
-            files.append(os.path.join(dataset, sub))
-            files += [os.path.join(dataset, sub, s) for s in _subdirs(os.path.join(dataset, sub))]
+        # the root, the split folders and the class folders: adding or removing an image or
+        # a class changes one of their mtimes (the image files themselves are not stat'ed)
+        files = [dataset] + [os.path.join(dataset, d) for d in _subdirs(dataset)]
+        for split in ("train", "test"):
+            if os.path.isdir(os.path.join(dataset, split)):
+                files += [os.path.join(dataset, split, d)
+                          for d in _subdirs(os.path.join(dataset, split))]
         return "folder", files
     if os.path.exists(dataset):
         raise DataError(f"dataset {dataset!r} is a file of an unsupported type; give a .npz "
@@ -464,7 +465,7 @@ _INT_RE = re.compile(r"^[+-]?\d+$")
 
 def _load_csv(dataset: str, data_dir: str, num_workers: int) -> DataBundle:
     root = os.path.dirname(os.path.abspath(dataset))
-    with open(dataset, newline="") as fh:
+    with open(dataset, newline="", encoding="utf-8-sig") as fh:  # tolerate a BOM (Excel)
         reader = csv.DictReader(fh)
         header = [c.strip() for c in (reader.fieldnames or [])]
         if "path" not in header or "label" not in header:
