@@ -1,0 +1,26 @@
+"""Experiment folders → tidy pandas frames → the paper's tables and figures.
+
+``analysis`` reads files only (Tune experiment folders and ``lci train`` run folders); it
+imports pandas, numpy and matplotlib, and optuna lazily for parameter importances.
+
+>>> runs = analysis.load("results/demo")           # one row per trial / run
+>>> cells = analysis.aggregate(runs, "test_acc")     # mean, std, n, 95% CI per cell
+>>> print(analysis.table1(runs).markdown())
+>>> analysis.report("results/demo")                  # everything, linked from report.md
+"""
+from .figures import (auroc, confidence_histograms, save_figure, search_history, sensitivity,
+                      spearman_importances, training_curves)
+from .frames import NoRunsFound, discover, history, load, parse_noise, setting_id
+from .paper import PAPER, method_label, paper_value, setting_label
+from .report import report
+from .stats import aggregate, summarize, t_quantile
+from .tables import Table, method_table, table1, table2
+
+__all__ = [
+    "load", "history", "discover", "aggregate", "summarize", "t_quantile",
+    "table1", "table2", "method_table", "Table",
+    "training_curves", "sensitivity", "search_history", "confidence_histograms",
+    "save_figure", "auroc", "spearman_importances",
+    "report", "NoRunsFound", "PAPER", "paper_value", "method_label", "setting_label",
+    "parse_noise", "setting_id",
+]

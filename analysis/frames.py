@@ -5,6 +5,8 @@ Two kinds of folders are read, wherever they sit under the given paths:
 - a **Tune trial** folder: any folder with ``params.json`` (the trial config, plus our keys
   ``cell``, ``phase`` and maybe ``study``) and ``result.json`` (JSON lines, one object per
   ``tune.report``; the last line is the final result). ``error.txt`` marks a failed trial.
+  The latest ``checkpoint_NNNNNN/`` folder, which our trainable fills with the run folder,
+  supplies the resolved values of ``"auto"`` config keys and ``label_issues.csv``.
   A ``study.json`` one to four levels up gives the study name, the seeds it asked for and
   the searched parameters.
 - an **``lci train``** run folder: any folder with ``config.json`` and ``history.csv``
@@ -25,7 +27,7 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pandas as pd
@@ -66,6 +68,7 @@ PHASE_ALIASES = {"eval": "evaluation", "evaluate": "evaluation", "final": "evalu
 LCI_METHODS = ("lci", "lci-two-models", "lci-single")
 
 _CHECKPOINT_DIR = re.compile(r"^checkpoint[_-]")
+_CHECKPOINT_NUM = re.compile(r"^checkpoint_(\d+)$")
 _NOISE = re.compile(r"^\s*(sym|asym)\s*[:_\- ]?\s*([0-9]*\.?[0-9]+)\s*%?\s*$", re.IGNORECASE)
 
 
@@ -98,13 +101,19 @@ def setting_id(noise: Any) -> str:
     return kind
 
 
+def noise_tag(noise: Any) -> str:
+    """``"sym:0.8"`` → ``"sym0.8"``, as in the study's cell ids."""
+    kind, rate = parse_noise(noise)
+    return f"{kind}{rate:g}" if kind in ("sym", "asym") else kind
+
+
 def default_cell(config: Mapping[str, Any]) -> str:
-    """Cell id for a run that does not name one: ``sym-0.8__gce__lci`` or ``sym-0.8__ce``."""
-    setting = setting_id(config.get("noise"))
+    """Cell id for a run that does not name one, as the study names cells:
+    ``lci_gce_sym0.8`` (method, robust loss, noise) or ``ce_sym0.8`` for a baseline."""
     method = str(config.get("method", "unknown"))
     if method in LCI_METHODS:
-        return f"{setting}__{config.get('robust_loss', 'gce')}__{method}"
-    return f"{setting}__{method}"
+        return f"{method}_{config.get('robust_loss', 'gce')}_{noise_tag(config.get('noise'))}"
+    return f"{method}_{noise_tag(config.get('noise'))}"
 
 
 # ------------------------------------------------------------------------------ file reading
@@ -263,11 +272,26 @@ def discover(paths: Paths) -> List[Source]:
     return sources
 
 
-def _find_label_issues(folder: Path) -> Optional[str]:
+def _checkpoints(folder: Path) -> List[Path]:
+    """The trial's ``checkpoint_NNNNNN`` folders, latest first."""
+    found = []
+    for sub in folder.iterdir():
+        m = _CHECKPOINT_NUM.match(sub.name)
+        if m and sub.is_dir():
+            found.append((int(m.group(1)), sub))
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def _find_label_issues(folder: Path, checkpoints: Sequence[Path] = ()) -> Optional[str]:
+    """``label_issues.csv`` of the run: in the folder, in its latest checkpoint (our trainable
+    uploads the run folder as the checkpoint), or one level down."""
     p = folder / "label_issues.csv"
     if p.is_file():
         return str(p)
-    for sub in sorted(folder.iterdir()):      # the trainable may write its run one level down
+    for ck in checkpoints:
+        if (ck / "label_issues.csv").is_file():
+            return str(ck / "label_issues.csv")
+    for sub in sorted(folder.iterdir()):
         if sub.is_dir() and not _CHECKPOINT_DIR.match(sub.name) and (sub / "label_issues.csv").is_file():
             return str(sub / "label_issues.csv")
     return None
@@ -350,6 +374,15 @@ def _read_tune_trial(src: Source) -> _Trial:
     cell = params.pop("cell", None)
     study_name = params.pop("study", None) or src.study.get("name")
     config = flatten(params)
+    checkpoints = _checkpoints(folder)
+    if checkpoints and (checkpoints[0] / "config.json").is_file():
+        # the run's resolved config (our trainable uploads its run folder as the checkpoint):
+        # fills keys that params.json leaves "auto" (epochs, model, lr, ...)
+        resolved = _read_json(checkpoints[0] / "config.json")
+        if isinstance(resolved, dict):
+            for k, v in flatten(resolved).items():
+                if k in config and config[k] == "auto":
+                    config[k] = v
     cell = cell or default_cell(config)
 
     epochs = _epoch_frame([{**_metrics(r), **{k: r[k] for k in TUNE_KEPT if k in r}}
@@ -357,7 +390,8 @@ def _read_tune_trial(src: Source) -> _Trial:
     final = dict(epochs.iloc[-1].dropna()) if len(epochs) else {}
     if records:
         final.update({k: records[-1][k] for k in TUNE_KEPT if k in records[-1]})
-    final.update(_best(epochs))
+    for k, v in _best(epochs).items():       # unless the run reported its own
+        final.setdefault(k, v)
     n_done = len(epochs)
     n_epochs = _as_int(config.get("epochs"))
     error_file = folder / "error.txt"
@@ -378,7 +412,7 @@ def _read_tune_trial(src: Source) -> _Trial:
         started=records[0].get("timestamp") if records else None,
         n_expected=_n_expected(src.study, cell, phase),
         path=str(folder), study_dir=str(src.study_dir) if src.study_dir else None,
-        label_issues=_find_label_issues(folder),
+        label_issues=_find_label_issues(folder, checkpoints),
     )
     return _Trial(ident, config, epochs, final)
 
@@ -401,7 +435,8 @@ def _read_run(src: Source) -> _Trial:
     final = dict(epochs.iloc[-1].dropna()) if len(epochs) else {}
     if isinstance(result, dict):
         final.update(_scalars(flatten(result)))
-    final.update(_best(epochs))
+    for k, v in _best(epochs).items():       # unless the run reported its own
+        final.setdefault(k, v)
     phase = _norm_phase(meta.get("phase")) or "run"
     cell = meta.get("cell") or default_cell(config)
     n_done = len(epochs)
@@ -444,7 +479,7 @@ def _order(df: pd.DataFrame, config_cols: List[str]) -> pd.DataFrame:
     cfg = [c for c in config_cols if c in df.columns and c not in first]
     rest = [c for c in df.columns if c not in first and c not in cfg]
     df = df[first + cfg + rest]
-    df.attrs["config_columns"] = cfg
+    df.attrs["config_columns"] = [c for c in config_cols if c in df.columns]
     return df
 
 

@@ -77,7 +77,8 @@ def aggregate(
 
     ``by`` defaults to ``study, phase, cell, config_id``. ``phases`` keeps only those phases
     (``None``: all). Columns: ``n`` (finished seeds), ``n_expected`` (from the study; else the
-    ``n_expected`` argument; else the largest ``n`` in the frame), ``complete``, ``mean``,
+    ``n_expected`` argument; else the largest ``n`` among cells of the same phase, or the
+    number of trials the cell started if larger), ``complete``, ``mean``,
     ``std``, ``sem``, ``ci95`` (half-width of the t-interval), ``ci_low``, ``ci_high``, ``min``,
     ``max``, ``n_error``, ``n_incomplete``, ``seeds`` (the finished seeds, comma-separated).
     """
@@ -118,7 +119,14 @@ def aggregate(
                    seeds=",".join(str(int(x)) for x in sorted(seeds.dropna())), **s)
         rows.append(row)
     out = pd.DataFrame.from_records(rows)
-    fallback = n_expected if n_expected is not None else (out["n"].max() if len(out) else 0)
+    if n_expected is not None:
+        fallback = pd.Series(n_expected, index=out.index)
+    elif "phase" in out.columns:          # the best-seeded cell of the same phase
+        fallback = out.groupby("phase", dropna=False)["n"].transform("max")
+    else:
+        fallback = pd.Series(out["n"].max(), index=out.index)
+    attempted = out["n"] + out["n_error"] + out["n_incomplete"]   # seeds this cell started
+    fallback = np.maximum(fallback, attempted)
     out["n_expected"] = out["n_expected"].fillna(fallback).astype(int)
     out["complete"] = out["n"] >= out["n_expected"]
     return out[cols]

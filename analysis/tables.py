@@ -9,11 +9,10 @@ set, setting and method it is shown beside ours as ``[paper x]``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-import numpy as np
 import pandas as pd
 
 from .paper import (METHOD_ORDER, PAPER_SOURCE, dataset_label, method_label, paper_value,
@@ -23,6 +22,8 @@ from .stats import aggregate
 TABLE_PHASES = ("evaluation", "run")
 TABLE2_METHODS = ["gce", "lci-single", "lci-two-models", "lci"]
 TABLE2_SETTINGS = ["sym-0.8", "asym-0.4"]
+TABLE2_LABELS = {"gce": "GCE (gce)", "lci-single": "single model (lci-single)",
+                 "lci-two-models": "two models (lci-two-models)", "lci": "full LCI (lci)"}
 DASH = "—"
 
 
@@ -43,6 +44,7 @@ class Table:
     column_labels: Dict[str, str]
     cells: pd.DataFrame
     scale: float
+    row_labels: Dict[str, str] = field(default_factory=dict)   # display names of rows
 
     # ---------------------------------------------------------------------- cell text
     def _entry(self, row: str, col: str) -> Optional[pd.Series]:
@@ -62,7 +64,7 @@ class Table:
         note = ""
         if not e["complete"]:
             note += f" ({int(e['n'])}/{int(e['n_expected'])})"
-        if e["paper"] is not None and math.isfinite(e["paper"]):
+        if pd.notna(e["paper"]):
             note += f" [paper {e['paper']:.2f}]"
         return num, note, e["rank"]
 
@@ -70,7 +72,7 @@ class Table:
         head = ["method"] + [self.column_labels[c] for c in self.columns]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in self.rows:
-            out = [r]
+            out = [self.row_labels.get(r, r)]
             for c in self.columns:
                 num, note, rank = self._parts(self._entry(r, c), "±")
                 if rank == 1:
@@ -83,7 +85,9 @@ class Table:
 
     def caption(self) -> str:
         unit = "%" if self.scale == 100 or self.metric.endswith("acc") else ""
-        return (f"{self.title}: mean ± std over seeds of the final-epoch `{self.metric}`"
+        datasets = sorted({c.split("|")[0] for c in self.columns})
+        on = f" on {dataset_label(datasets[0])}" if len(datasets) == 1 else ""
+        return (f"{self.title}{on}: mean ± std over seeds of the final-epoch `{self.metric}`"
                 f"{' (' + unit + ')' if unit else ''}; best per column in bold, second "
                 f"underlined; (n/N): only n of the N seeds the study asked for finished; "
                 f"[paper x]: {PAPER_SOURCE}.")
@@ -96,9 +100,10 @@ class Table:
                  " & ".join(["Method"] + [esc(self.column_labels[c]) for c in self.columns])
                  + r" \\", r"\midrule"]
         for r in self.rows:
-            out = [esc(r)]
+            out = [esc(self.row_labels.get(r, r))]
             for c in self.columns:
                 num, note, rank = self._parts(self._entry(r, c), r"$\pm$")
+                num = "--" if num == DASH else num
                 if rank == 1:
                     num = rf"\textbf{{{num}}}"
                 elif rank == 2:
@@ -139,6 +144,7 @@ def method_table(
     settings: Optional[Sequence[str]] = None,
     phases: Sequence[str] = TABLE_PHASES,
     n_expected: Optional[int] = None,
+    row_labels: Optional[Dict[str, str]] = None,
 ) -> Table:
     """Methods (rows) × data set and noise setting (columns) from ``load(...)`` rows.
 
@@ -199,8 +205,7 @@ def method_table(
     cells["rank"] = (cells.groupby("column")["mean"].rank(method="min", ascending=False)
                      if len(cells) else pd.Series(dtype=float))
     cells["paper"] = cells["paper"].astype(float)
-    cells["paper"] = cells["paper"].where(cells["paper"].notna(), None)
-    return Table(name, title, metric, rows, columns, labels, cells, scale)
+    return Table(name, title, metric, rows, columns, labels, cells, scale, dict(row_labels or {}))
 
 
 def table1(runs: pd.DataFrame, *, metric: str = "test_acc", **kw) -> Table:
@@ -214,4 +219,5 @@ def table2(runs: pd.DataFrame, *, metric: str = "test_acc", **kw) -> Table:
     present when neither is)."""
     kw.setdefault("methods", TABLE2_METHODS)
     kw.setdefault("settings", TABLE2_SETTINGS)
+    kw.setdefault("row_labels", TABLE2_LABELS)
     return method_table(runs, name="table2", title="Table 2 — ablation of LCI", metric=metric, **kw)

@@ -1,0 +1,48 @@
+"""``lci report EXPERIMENT_DIR... [--out DIR]``: the ``lci`` console script calls :func:`main`."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lci report",
+        description="Tables (Markdown, CSV, LaTeX) and figures (PNG, SVG) from finished Tune "
+                    "experiments and lci train runs, linked from report.md.")
+    p.add_argument("dirs", nargs="+", metavar="EXPERIMENT_DIR",
+                   help="experiment folders, searched recursively for trials and runs")
+    p.add_argument("--out", metavar="DIR", default=None,
+                   help="where to write the report (default: <first EXPERIMENT_DIR>/report)")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run ``lci report``; ``argv`` without the program name (a leading ``report`` is
+    accepted). Returns 0, or 2 with one line on stderr for bad input or no runs."""
+    args: List[str] = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "report" and not (len(args) == 1 and Path("report").is_dir()):
+        args = args[1:]
+    try:
+        ns = _parser().parse_args(args)
+    except SystemExit as e:          # argparse already printed its one-line usage error
+        return int(e.code or 0)
+    missing = [d for d in ns.dirs if not Path(d).is_dir()]
+    if missing:
+        print(f"lci report: no such experiment folder: {missing[0]}", file=sys.stderr)
+        return 2
+    from .frames import NoRunsFound
+    from .report import report
+    try:
+        path = report(ns.dirs, ns.out)
+    except NoRunsFound as e:
+        print(f"lci report: {e}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""``analysis.report``: every table and figure of finished experiments, linked from report.md."""
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Dict, List, Optional, Union
+
+import pandas as pd
+
+from .figures import (confidence_histograms, save_figure, search_history, sensitivity,
+                      training_curves)
+from .frames import NoRunsFound, Paths, history, load
+from .stats import aggregate
+from .tables import table1, table2
+
+_SECTIONS = [  # (heading, figure function, what it shows)
+    ("Figure 3 — training curves of θ and θ*", "curves",
+     "Per-epoch test accuracy and accuracy on clean and noisy training samples, mean ± std "
+     "band over seeds; θ* solid, θ dashed."),
+    ("Figure 4 — sensitivity to m", "sensitivity",
+     "Test accuracy against the shift m of the confidence mapping, mean ± std over seeds, with "
+     "CE and GCE levels where present."),
+    ("Optuna searches", "search",
+     "Validation accuracy (noisy labels) of each search trial in order of start with the running "
+     "best, and the importance of each searched parameter."),
+    ("Label confidence of clean and noisy samples", "confidence",
+     "Histogram of the final label confidence C from each trial's label_issues.csv, pooled over "
+     "seeds."),
+]
+
+
+def _as_list(paths: Paths) -> List[Path]:
+    if isinstance(paths, (str, os.PathLike)):
+        return [Path(paths)]
+    return [Path(p) for p in paths]
+
+
+def _md_frame(df: pd.DataFrame, floatfmt: str = "{:.4g}") -> str:
+    """A small frame as a Markdown table (no tabulate dependency)."""
+    if df.empty:
+        return "_none_\n"
+    def fmt(v):
+        if isinstance(v, float):
+            return "" if pd.isna(v) else floatfmt.format(v)
+        return "" if v is None or (not isinstance(v, str) and pd.isna(v)) else str(v).replace("|", "\\|")
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for row in df.itertuples(index=False):
+        lines.append("| " + " | ".join(fmt(v) for v in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def report(experiment_dirs: Paths, out_dir: Optional[Union[str, os.PathLike]] = None) -> Path:
+    """Tables (Markdown, CSV, LaTeX), figures (PNG, SVG) and ``report.md`` for the Tune
+    experiments and ``lci train`` runs under ``experiment_dirs``; returns the path of
+    ``report.md``. ``out_dir`` defaults to ``<first dir>/report``. Raises
+    :class:`FileNotFoundError` for a missing folder and :class:`NoRunsFound` when nothing is
+    found."""
+    dirs = _as_list(experiment_dirs)
+    if not dirs:
+        raise NoRunsFound("no experiment folder given")
+    out = Path(out_dir) if out_dir is not None else dirs[0] / "report"
+    runs = load(dirs)
+    if runs.empty:
+        raise NoRunsFound("no runs found under " + ", ".join(str(d) for d in dirs)
+                          + " (looked for Tune trial folders with params.json and lci train "
+                          "folders with config.json + history.csv)")
+    hist = history(dirs)
+    out.mkdir(parents=True, exist_ok=True)
+    fig_dir = out / "figures"
+
+    runs.to_csv(out / "runs.csv", index=False)
+    agg = aggregate(runs, "test_acc")
+    agg.to_csv(out / "cells.csv", index=False)
+    t1, t2 = table1(runs), table2(runs)
+    t1.write(out)
+    t2.write(out)
+
+    figures = {
+        "curves": training_curves(hist),
+        "sensitivity": sensitivity(runs),
+        "search": search_history(runs),
+        "confidence": confidence_histograms(runs),
+    }
+    written: Dict[str, List[str]] = {}
+    for key, figs in figures.items():
+        written[key] = []
+        for name, fig in figs.items():
+            save_figure(fig, fig_dir / name)
+            written[key].append(name)
+
+    md = [f"# LCI study report", "",
+          f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} from: "
+          + ", ".join(f"`{d}`" for d in dirs), ""]
+    counts = (runs.groupby(["phase", "status"], dropna=False).size()
+              .unstack("status", fill_value=0).reset_index())
+    md += ["## Trials", "", _md_frame(counts),
+           "Files: [runs.csv](runs.csv) (one row per trial), [cells.csv](cells.csv) "
+           "(test accuracy aggregated per cell over seeds, with 95% t-intervals).", ""]
+    bad = runs[runs["status"] != "ok"]
+    if len(bad):
+        md += ["### Failed and unfinished trials", "",
+               _md_frame(bad[["phase", "cell", "seed", "status", "epochs_done", "error", "path"]]), ""]
+    short = agg[~agg["complete"]]
+    if len(short):
+        md += ["### Cells with fewer seeds than asked for", "",
+               "These cells are shown with `(n/N)` in the tables; their mean is over the finished "
+               "seeds only.", "",
+               _md_frame(short[["phase", "cell", "n", "n_expected", "n_error", "n_incomplete",
+                                "seeds"]]), ""]
+    for t in (t1, t2):
+        md += [f"## {t.title}", "", t.markdown(),
+               f"Also as [CSV]({t.name}.csv) and [LaTeX]({t.name}.tex).", ""]
+    for heading, key, what in _SECTIONS:
+        md += [f"## {heading}", "", what, ""]
+        if not written[key]:
+            md += ["_No data for this figure in these experiments._", ""]
+        for name in written[key]:
+            md += [f"![{name}](figures/{name}.png)", "",
+                   f"[{name}.svg](figures/{name}.svg)", ""]
+    path = out / "report.md"
+    path.write_text("\n".join(md))
+    return path
