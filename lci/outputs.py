@@ -25,12 +25,28 @@ def write_json_atomic(path: str, obj: Dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def check_writable(folder: str) -> None:
+    """Fail before any training when results could not be saved (read-only path, full disk)."""
+    from .errors import LCIError
+
+    try:
+        os.makedirs(folder, exist_ok=True)
+        probe = os.path.join(folder, ".write-probe")
+        with open(probe, "wb") as fh:
+            fh.write(b"0" * 4096)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.unlink(probe)
+    except OSError as e:
+        raise LCIError(f"cannot write results to {folder!r}: {e.strerror or e}") from None
+
+
 class RunWriter:
     """Writes the files of one run; the history is appended epoch by epoch."""
 
     def __init__(self, out_dir: str):
         self.out_dir = os.path.abspath(out_dir)
-        os.makedirs(self.out_dir, exist_ok=True)
+        check_writable(self.out_dir)
         self.history_path = os.path.join(self.out_dir, "history.csv")
         self._columns: List[str] = []
 

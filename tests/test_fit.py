@@ -151,3 +151,12 @@ def test_cli_train_and_resume(tmp_path):
                 "--resume")
     assert p.returncode == 0, p.stderr
     assert list(pd.read_csv(os.path.join(out, "history.csv"))["epoch"]) == [1, 2, 3]
+
+
+def test_unwritable_output_folder_fails_before_training(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(LCIError, match="cannot write results to"):
+        lci.fit(TrainConfig.from_dict({**FAST, "epochs": 1}), str(blocker / "run"))
+    p = run_cli("train", "--set", "epochs=1", "--out", str(blocker / "run"))
+    assert p.returncode == 2 and "cannot write results" in p.stderr
