@@ -79,12 +79,35 @@ def train_main(argv: List[str]) -> int:
     return 0
 
 
+def ensemble_main(argv: List[str]) -> int:
+    import json
+
+    from .ensemble import ensemble_eval
+
+    p = argparse.ArgumentParser(prog="lci ensemble",
+                                description="Test accuracy of averaged softmax over runs ('(E)').")
+    p.add_argument("runs", nargs="+", help="run folders (from lci train) with checkpoint.pt")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    args = p.parse_args(argv)
+    res = ensemble_eval(args.runs)
+    if args.json:
+        print(json.dumps(res))
+        return 0
+    for m in res["members"]:
+        print(f"  {m['run']}: test_acc={m['test_acc']:.4f} top5={m['test_acc_top5']:.4f}")
+    print(f"ensemble of {res['n_members']}: test_acc={res['test_acc']:.4f} "
+          f"top5={res['test_acc_top5']:.4f}")
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = ["train"] + list(DELEGATED)
+    local = {"train": train_main, "ensemble": ensemble_main}
+    commands = list(local) + list(DELEGATED)
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: lci {train,sweep,report,demo} ...\n\n"
+        print("usage: lci {train,sweep,report,demo,ensemble} ...\n\n"
               "  train   one run (LCI or a baseline), with a progress bar\n"
+              "  ensemble  averaged-softmax accuracy of several runs ('(E)')\n"
               "  sweep   a study (Optuna search + seeds) on Ray Tune, local or on a cluster\n"
               "  report  tables and figures from finished experiments\n"
               "  demo    the digits study end to end (sweep + report)\n\n"
@@ -92,8 +115,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0 if argv else 2
     cmd, rest = argv[0], argv[1:]
     try:
-        if cmd == "train":
-            return train_main(rest)
+        if cmd in local:
+            return local[cmd](rest)
         if cmd in DELEGATED:
             mod_name, fn_name = DELEGATED[cmd].split(":")
             return int(getattr(importlib.import_module(mod_name), fn_name)(rest) or 0)

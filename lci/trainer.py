@@ -169,11 +169,21 @@ class Trainer:
         return predict_logits(model, x, lambda b: self.engine._prep(self.augment.normalize(b)),
                               self.engine.autocast)
 
+    def test_probabilities(self) -> torch.Tensor:
+        """Softmax of the inference model on the test set (for ensembles)."""
+        return torch.softmax(self._predict(self.engine.inference_model, self.x_test), 1)
+
+    def test_labels(self) -> torch.Tensor:
+        return self.y_test
+
     def evaluate(self) -> Dict[str, float]:
         eng, cfg = self.engine, self.cfg
         out: Dict[str, float] = {}
-        out["test_acc"] = accuracy(self._predict(eng.inference_model, self.x_test).argmax(1),
-                                   self.y_test)
+        test_logits = self._predict(eng.inference_model, self.x_test)
+        out["test_acc"] = accuracy(test_logits.argmax(1), self.y_test)
+        if self.num_classes > 5:  # top-5 as reported for WebVision / ILSVRC12
+            top5 = test_logits.topk(5, dim=1).indices
+            out["test_acc_top5"] = (top5 == self.y_test[:, None]).any(1).float().mean().item()
         if cfg.is_lci:
             out["robust_test_acc"] = accuracy(self._predict(eng.theta, self.x_test).argmax(1),
                                               self.y_test)
