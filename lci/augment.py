@@ -19,6 +19,21 @@ Modes (``TrainConfig.augment``):
   rotate, brightness, color, contrast, sharpness, posterize, solarize, autocontrast.
   Equalize is left out (it needs a per-image histogram lookup). Shear and rotation are about
   the image centre (torchvision shears about the corner; at M=3 this moves pixels by < 1 px).
+
+Two options for ImageNet-sized photos (the file-backed real-world sets, method.md section 6):
+
+- ``crop=S``: the views are random ``S x S`` windows of the (larger) stored image, with no
+  padding unless ``pad`` is also set: torchvision's ``RandomCrop(S)`` after ``Resize(256)``.
+  :meth:`Augmenter.normalize` (evaluation, label correction) takes the centre ``S x S``
+  window, torchvision's ``CenterCrop(S)``.
+- ``jitter=(b, c, s, h)``: per-sample ColorJitter on every view after crop and flip (before
+  RandAugment/Cutout), each factor drawn uniformly as in torchvision: brightness
+  ``x·f``, contrast and saturation blends with the grey mean / grey image, ``f`` in
+  ``[max(0, 1-b), 1+b]``; hue: a rotation of the chroma plane of YIQ by ``2π·u``,
+  ``u`` in ``[-h, h]``, instead of torchvision's HSV shift (same turn of the colour wheel,
+  an approximation that keeps luma fixed and needs no per-pixel branches). The four ops run
+  in this fixed order (torchvision permutes them per call); values are clamped to [0, 255]
+  after each op and not rounded.
 """
 from __future__ import annotations
 
@@ -50,7 +65,8 @@ class Augmenter:
 
     def __init__(self, mean: Sequence[float], std: Sequence[float], *, pad: int, hflip: bool,
                  mode: str = "weak", cutout: int = 0, magnitude: int = 3,
-                 generator: Optional[torch.Generator] = None):
+                 generator: Optional[torch.Generator] = None, crop: int = 0,
+                 jitter: Optional[Sequence[float]] = None):
         if mode not in MODES:
             raise ConfigError(f"unknown augment {mode!r}; allowed: {allowed(MODES)}")
         if len(mean) != len(std) or any(s <= 0 for s in std):
@@ -60,11 +76,19 @@ class Augmenter:
             raise ConfigError(f"pad={pad} and cutout={cutout} must be >= 0")
         if not 0 <= magnitude <= _MAX_MAGNITUDE:
             raise ConfigError(f"magnitude={magnitude} must be in [0, {_MAX_MAGNITUDE}]")
+        if crop < 0:
+            raise ConfigError(f"crop={crop} must be >= 0 (0: views keep the image size)")
+        if jitter is not None and (len(jitter) != 4 or any(j < 0 for j in jitter)
+                                   or jitter[3] > 0.5):
+            raise ConfigError(f"jitter={tuple(jitter)!r} must be (brightness, contrast, "
+                              "saturation, hue), each >= 0, hue <= 0.5")
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
         self.pad, self.hflip, self.mode = int(pad), bool(hflip), mode
         self.cutout, self.magnitude = int(cutout), int(magnitude)
         self.generator = generator
+        self.crop = int(crop)
+        self.jitter = tuple(float(j) for j in jitter) if jitter is not None and any(jitter) else None
         self._consts: Dict[Tuple[torch.device, str], torch.Tensor] = {}
 
     @classmethod
@@ -72,11 +96,13 @@ class Augmenter:
                  generator: Optional[torch.Generator] = None) -> "Augmenter":
         """The augmenter a :class:`lci.data.DataBundle` asks for (its stats, pad and flip)."""
         return cls(bundle.mean, bundle.std, pad=bundle.pad, hflip=bundle.hflip, mode=mode,
-                   cutout=cutout, generator=generator)
+                   cutout=cutout, generator=generator, crop=getattr(bundle, "crop", 0),
+                   jitter=getattr(bundle, "color_jitter", None))
 
     def __repr__(self) -> str:
         return (f"Augmenter(mode={self.mode!r}, pad={self.pad}, hflip={self.hflip}, "
-                f"cutout={self.cutout}, magnitude={self.magnitude})")
+                f"cutout={self.cutout}, magnitude={self.magnitude}, crop={self.crop}, "
+                f"jitter={self.jitter})")
 
     # ------------------------------------------------------------------------------ public
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -86,6 +112,8 @@ class Augmenter:
             return self.normalize(x)
         x = self._crop_flip(x)           # on uint8: moves a quarter of the bytes of float
         xf = x.float()
+        if self.jitter is not None:
+            xf = self._color_jitter(xf)
         if self.mode == "strong":
             xf = self._rand_augment(xf)
         if self.mode in ("cutout", "strong"):
@@ -95,7 +123,7 @@ class Augmenter:
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """No augmentation: ``(x/255 - mean) / std`` as float32 (evaluation, label correction)."""
         self._check(x)
-        return self._normalize_float(x.float())
+        return self._normalize_float(self._center_crop(x).float())
 
     # ----------------------------------------------------------------------------- helpers
     def _check(self, x: torch.Tensor) -> None:
@@ -119,6 +147,10 @@ class Augmenter:
                 v = torch.tensor(self.mean, dtype=torch.float32).mul(255.0).view(1, -1, 1, 1)
             elif name == "inv_std255":
                 v = (1.0 / (torch.tensor(self.std, dtype=torch.float32) * 255.0)).view(1, -1, 1, 1)
+            elif name in ("yiq", "yiq_inv"):  # RGB -> YIQ (NTSC), and back
+                v = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322],
+                                  [0.211, -0.523, 0.312]], dtype=torch.float64)
+                v = (v if name == "yiq" else torch.linalg.inv(v)).float()
             else:  # sharpness: torchvision's smoothing kernel
                 v = torch.tensor([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]]) / 13.0
                 v = v.view(1, 1, 3, 3)
@@ -141,19 +173,68 @@ class Augmenter:
         """
         B, C, H, W = x.shape
         p, dev = self.pad, x.device
-        if p == 0 and not self.hflip:
+        Ho, Wo = (self.crop, self.crop) if self.crop else (H, W)  # the window's size
+        if Ho > H + 2 * p or Wo > W + 2 * p:
+            raise ValueError(f"crop={self.crop} is larger than the (padded) {H}x{W} images")
+        if p == 0 and not self.hflip and (Ho, Wo) == (H, W):
             return x
-        rows = torch.arange(H, device=dev).expand(B, H)
-        cols = torch.arange(W, device=dev).expand(B, W)
+        rows = torch.arange(Ho, device=dev).expand(B, Ho)
+        cols = torch.arange(Wo, device=dev).expand(B, Wo)
         if p > 0:
             x = F.pad(x, (p, p, p, p))  # zeros, like RandomCrop(padding=p)
-            rows = rows + self._randint(2 * p + 1, (B, 1), dev)
-            cols = cols + self._randint(2 * p + 1, (B, 1), dev)
+        if p > 0 or (Ho, Wo) != (H, W):
+            rows = rows + self._randint(H + 2 * p - Ho + 1, (B, 1), dev)
+            cols = cols + self._randint(W + 2 * p - Wo + 1, (B, 1), dev)
         if self.hflip:
             flip = self._randint(2, (B, 1), dev).bool()
             cols = torch.where(flip, cols.flip(1), cols)
-        x = x.gather(2, rows[:, None, :, None].expand(B, C, H, x.shape[3]))
-        return x.gather(3, cols[:, None, None, :].expand(B, C, H, W))
+        x = x.gather(2, rows[:, None, :, None].expand(B, C, Ho, x.shape[3]))
+        return x.gather(3, cols[:, None, None, :].expand(B, C, Ho, Wo))
+
+    def _center_crop(self, x: torch.Tensor) -> torch.Tensor:
+        """The centre ``crop x crop`` window (torchvision's CenterCrop offsets); a view, no copy."""
+        c = self.crop
+        H, W = x.shape[-2:]
+        if not c or (H <= c and W <= c):
+            return x
+        top, left = int(round((H - c) / 2.0)), int(round((W - c) / 2.0))
+        return x[..., top:top + c, left:left + c]
+
+    # ------------------------------------------------------------------------ ColorJitter
+    def _color_jitter(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-sample brightness, contrast, saturation and hue on float pixels in [0, 255]."""
+        b, c, s, h = self.jitter
+        B, C = x.shape[:2]
+        dev = x.device
+
+        def factor(amount: float) -> torch.Tensor:  # uniform in [max(0, 1-a), 1+a]
+            u = torch.rand((B, 1, 1, 1), device=dev, generator=self.generator)
+            lo = max(0.0, 1.0 - amount)
+            return lo + u * (1.0 + amount - lo)
+
+        def gray(v: torch.Tensor) -> torch.Tensor:
+            if C != 3:
+                return v.mean(1, keepdim=True)
+            return 0.299 * v[:, 0:1] + 0.587 * v[:, 1:2] + 0.114 * v[:, 2:3]
+
+        if b > 0:
+            x = (x * factor(b)).clamp_(0.0, 255.0)
+        if c > 0:
+            m = gray(x).mean((1, 2, 3), keepdim=True)
+            x = (m + factor(c) * (x - m)).clamp_(0.0, 255.0)
+        if s > 0 and C == 3:
+            g = gray(x)
+            x = (g + factor(s) * (x - g)).clamp_(0.0, 255.0)
+        if h > 0 and C == 3:
+            angle = (torch.rand(B, device=dev, generator=self.generator) * 2.0 - 1.0) * (h * 2 * math.pi)
+            cos, sin = torch.cos(angle), torch.sin(angle)
+            one, zero = torch.ones_like(cos), torch.zeros_like(cos)
+            rot = torch.stack([torch.stack([one, zero, zero], 1),
+                               torch.stack([zero, cos, -sin], 1),
+                               torch.stack([zero, sin, cos], 1)], 1)       # [B, 3, 3]
+            m = self._const("yiq_inv", dev) @ rot @ self._const("yiq", dev)  # RGB -> RGB
+            x = torch.einsum("bij,bjhw->bihw", m, x).clamp_(0.0, 255.0)
+        return x
 
     # ------------------------------------------------------------------------------ cutout
     def _cutout_mask(self, x: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,9 @@ FORMAT = 1
 #: Config keys that may differ between a run and its resumption (they do not change results).
 RESUMABLE_DIFFS = {"epochs", "device", "num_workers", "threads", "checkpoint_every", "data_dir",
                    "compile"}
+#: Config keys added after runs were already being saved, with the value that reproduces
+#: those runs: a checkpoint without the key resumes when the run has that value.
+ADDED_KEYS = {"train_subset": 0, "image_size": 0, "resize_size": 0}
 
 
 def save_atomic(obj: Dict[str, Any], path: str) -> None:
@@ -48,6 +51,7 @@ def load(path: str) -> Dict[str, Any]:
 
 def check_config(saved: Dict[str, Any], current: Dict[str, Any], path: str) -> None:
     """A resumed run must be the same run: refuse when a result-changing key differs."""
+    saved = {**{k: v for k, v in ADDED_KEYS.items() if k not in saved}, **saved}
     diffs = sorted(k for k in set(saved) | set(current)
                    if k not in RESUMABLE_DIFFS and saved.get(k) != current.get(k))
     if diffs:

@@ -74,7 +74,8 @@ def train_main(argv: List[str]) -> int:
     robust = (f"  robust_test_acc={res['robust_test_acc']:.4f}" if "robust_test_acc" in res
               else "")
     auroc = f"  conf_auroc={res['conf_auroc']:.3f}" if "conf_auroc" in res else ""
-    print(f"done: {cfg.method} on {cfg.dataset} noise={cfg.noise}  test_acc={res['test_acc']:.4f}"
+    print(f"done: {cfg.method} on {cfg.dataset} noise={cfg.resolved().noise}  "
+          f"test_acc={res['test_acc']:.4f}"
           f"{robust}{auroc}  epochs={res['epochs_done']}  wall={res['wall_s']:.1f}s  -> {out}")
     return 0
 
@@ -93,10 +94,12 @@ def ensemble_main(argv: List[str]) -> int:
     if args.json:
         print(json.dumps(res))
         return 0
+    def accs(m):
+        return "  ".join(f"{k}={v:.4f}" for k, v in m.items() if k.endswith(("_acc", "_top5")))
+
     for m in res["members"]:
-        print(f"  {m['run']}: test_acc={m['test_acc']:.4f} top5={m['test_acc_top5']:.4f}")
-    print(f"ensemble of {res['n_members']}: test_acc={res['test_acc']:.4f} "
-          f"top5={res['test_acc_top5']:.4f}")
+        print(f"  {m['run']}: {accs(m)}")
+    print(f"ensemble of {res['n_members']}: {accs(res)}")
     return 0
 
 

@@ -12,6 +12,10 @@ Supported sources (``TrainConfig.dataset``):
   every seed sees the same test set.
 - ``cifar10`` / ``cifar100``: torchvision's on-disk format under ``data_dir``, read with
   torchvision's own classes. Nothing is downloaded here: the files must already be there.
+- ``clothing1m`` / ``webvision``: the real-world noisy sets of method.md section 6, read from
+  their standard file lists under ``data_dir`` (:mod:`lci.realworld`). Too large for memory,
+  they are **file-backed**: ``x_train``/``x_test`` are :class:`lci.realworld.ImageFiles`,
+  decoded in DataLoader workers; ``labels_are_noisy`` with no ``y_train_true``.
 - a ``.npz`` file with ``x_train, y_train, x_test, y_test`` (optional ``y_train_true``: then
   ``y_train`` is taken as already noisy; optional ``class_names`` and ``hflip``).
 - a ``.csv`` file list with header ``path,label[,split]``.
@@ -45,8 +49,10 @@ import torch
 
 from .errors import ConfigError, DataError, allowed
 
-#: Names ``load_data`` accepts besides paths (clothing1m / webvision: not implemented yet).
+#: Names ``load_data`` accepts besides paths.
 REGISTERED = ("digits", "cifar10", "cifar100", "clothing1m", "webvision")
+#: The file-backed real-world sets of :mod:`lci.realworld`.
+REALWORLD = ("clothing1m", "webvision")
 #: Constant seed of the fixed test hold-outs: the test set must not depend on the run seed.
 HOLDOUT_SEED = 12345
 DIGITS_TEST_SIZE = 500
@@ -64,12 +70,14 @@ CIFAR_STATS = {
 
 @dataclass
 class DataBundle:
-    """A whole data set in memory; see the module docstring."""
+    """A whole data set in memory (or, for the real-world sets, as image files); see the
+    module docstring."""
 
     name: str
-    x_train: torch.Tensor      # uint8 [N, C, H, W] (CPU; the trainer moves it to the device)
+    x_train: torch.Tensor      # uint8 [N, C, H, W] (CPU; the trainer moves it to the device),
+                               # or lci.realworld.ImageFiles (file-backed: decoded in workers)
     y_train: torch.Tensor      # int64 [N]: the labels as given (clean for synthetic-noise sets)
-    x_test: torch.Tensor       # uint8 [M, C, H, W]
+    x_test: torch.Tensor       # uint8 [M, C, H, W] (or ImageFiles)
     y_test: torch.Tensor       # int64 [M]
     num_classes: int
     mean: tuple                # per-channel normalisation in [0, 1] pixel units
@@ -79,11 +87,20 @@ class DataBundle:
     y_train_true: Optional[torch.Tensor] = None  # known true labels when y_train is already noisy
     labels_are_noisy: bool = False  # y_train already noisy (user data / real world): no synthetic noise
     class_names: Optional[list] = None
+    crop: int = 0              # views are random crop x crop windows, eval the centre (0: none)
+    color_jitter: Optional[tuple] = None  # (brightness, contrast, saturation, hue) of the views
+    # further labelled test sets, reported as <name>_acc (e.g. clean_val, imagenet_test)
+    extra_tests: Dict[str, Tuple[object, torch.Tensor]] = dataclasses.field(default_factory=dict)
 
     @property
     def image_shape(self) -> Tuple[int, int, int]:
-        """``(C, H, W)`` of every image."""
+        """``(C, H, W)`` of every image as stored (before the ``crop`` of the views)."""
         return tuple(self.x_train.shape[1:])
+
+    @property
+    def file_backed(self) -> bool:
+        """Images are files decoded on demand (:class:`lci.realworld.ImageFiles`)."""
+        return not isinstance(self.x_train, torch.Tensor)
 
 
 # ------------------------------------------------------------------------------ entry point
@@ -95,10 +112,14 @@ def clear_cache() -> None:
     _CACHE.clear()
 
 
-def load_data(dataset: str, data_dir: str = "data", *, num_workers: int = 0) -> DataBundle:
+def load_data(dataset: str, data_dir: str = "data", *, num_workers: int = 0,
+              image_size: int = 224, resize_size: int = 256) -> DataBundle:
     """Load a registered data set or a user's ``.npz`` / ``.csv`` / image folder.
 
     ``num_workers`` threads decode the images of file lists and folders (0: in this thread).
+    ``clothing1m`` and ``webvision`` are file-backed (:mod:`lci.realworld`): their images are
+    decoded later, at ``resize_size``, and their views are ``image_size`` crops; the other
+    sets ignore both sizes.
     Raises :class:`DataError` for missing or malformed data and :class:`ConfigError` for a
     name that is neither registered nor a path.
     """
@@ -107,9 +128,16 @@ def load_data(dataset: str, data_dir: str = "data", *, num_workers: int = 0) -> 
     kind, files = _resolve(dataset, data_dir)
     key = (kind, os.path.abspath(dataset) if kind in ("npz", "csv", "folder") else dataset,
            os.path.abspath(data_dir), _mtimes(files))
+    if kind in REALWORLD:
+        key += (int(image_size), int(resize_size))
     if key not in _CACHE:
-        loader = _LOADERS[kind]
-        _CACHE[key] = loader(dataset, data_dir, num_workers)
+        if kind in REALWORLD:
+            from .realworld import LOADERS as REAL_LOADERS
+            _CACHE[key] = REAL_LOADERS[kind](data_dir, image_size=int(image_size),
+                                             resize_size=int(resize_size),
+                                             num_workers=num_workers)
+        else:
+            _CACHE[key] = _LOADERS[kind](dataset, data_dir, num_workers)
     # a shallow copy: callers may rebind fields without touching the cached bundle
     return dataclasses.replace(_CACHE[key])
 
@@ -123,9 +151,9 @@ def _resolve(dataset: str, data_dir: str) -> Tuple[str, List[str]]:
         folder = os.path.join(data_dir, cls.base_folder)
         names = [f for f, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
         return dataset, [os.path.join(folder, f) for f in names]
-    if dataset in ("clothing1m", "webvision"):
-        raise DataError(f"dataset {dataset!r} is not implemented yet; use 'digits', 'cifar10', "
-                        "'cifar100' or a .npz / .csv / image folder of your own")
+    if dataset in REALWORLD:
+        from .realworld import list_files
+        return dataset, list_files(dataset, data_dir)
     if dataset.lower().endswith(".npz") or dataset.lower().endswith(".csv"):
         if not os.path.isfile(dataset):
             raise DataError(f"dataset file {dataset!r} does not exist")
@@ -145,7 +173,7 @@ def _resolve(dataset: str, data_dir: str) -> Tuple[str, List[str]]:
     if os.sep in dataset or (os.altsep and os.altsep in dataset):
         raise DataError(f"dataset path {dataset!r} does not exist")
     raise ConfigError(f"unknown dataset {dataset!r}; allowed: "
-                      f"{allowed(('digits', 'cifar10', 'cifar100'))}, or the path of a .npz "
+                      f"{allowed(REGISTERED)}, or the path of a .npz "
                       "file, a .csv file list or an image folder")
 
 
@@ -173,6 +201,23 @@ def split_validation(n: int, fraction: float, seed: int) -> Tuple[np.ndarray, np
     rng = np.random.default_rng([seed, 0x5E1_1D])
     perm = rng.permutation(n)
     return np.sort(perm[n_val:]).astype(np.int64), np.sort(perm[:n_val]).astype(np.int64)
+
+
+def balanced_subset(labels: np.ndarray, n: int, num_classes: int, seed: int) -> np.ndarray:
+    """Sorted indices of ``n`` samples, an equal number per (given) label, drawn with ``seed``.
+
+    Each class gets ``n // num_classes``; the ``n % num_classes`` left over go one each to
+    classes picked at random. A class with fewer samples than its share gives all it has (the
+    subset is then smaller than ``n``). ``n >= len(labels)`` keeps everything.
+    """
+    labels = np.asarray(labels)
+    if n <= 0 or n >= len(labels):
+        return np.arange(len(labels), dtype=np.int64)
+    rng = np.random.default_rng([seed, 0xC1_07])  # its own stream: not the noise's, not the split's
+    quota = np.full(num_classes, n // num_classes, dtype=np.int64)
+    quota[rng.permutation(num_classes)[: n % num_classes]] += 1
+    picked = [rng.permutation(np.flatnonzero(labels == c))[:quota[c]] for c in range(num_classes)]
+    return np.sort(np.concatenate(picked)).astype(np.int64)
 
 
 def _fixed_holdout(labels: np.ndarray, n_test: int) -> Tuple[np.ndarray, np.ndarray]:

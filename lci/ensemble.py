@@ -35,23 +35,36 @@ def topk_accuracy(probs: torch.Tensor, labels: torch.Tensor, k: int) -> float:
 
 
 def ensemble_eval(run_dirs: Sequence[str]) -> Dict[str, object]:
-    """Test accuracy (top-1, top-5) of each member and of the averaged softmax of all."""
+    """Accuracy (top-1, top-5) of each member and of the averaged softmax of all, on the test
+    set (``test_acc``) and on every further test set of the data (e.g. ``imagenet_test_acc``
+    for WebVision, ``clean_val_acc`` for Clothing1M)."""
     if len(run_dirs) < 2:
         raise LCIError(f"an ensemble needs at least two runs, got {len(run_dirs)}")
-    probs: List[torch.Tensor] = []
+    probs: Dict[str, List[torch.Tensor]] = {}
+    labels: Dict[str, torch.Tensor] = {}
     members = []
-    labels = None
     for d in run_dirs:
         tr = load_run(d)
-        p = tr.test_probabilities().cpu()
-        y = tr.test_labels().cpu()
-        if labels is not None and (y.shape != labels.shape or not torch.equal(y, labels)):
-            raise LCIError(f"{d!r} was evaluated on another test set than {run_dirs[0]!r}")
-        labels = y
-        probs.append(p)
-        members.append({"run": d, "test_acc": topk_accuracy(p, y, 1),
-                        "test_acc_top5": topk_accuracy(p, y, 5)})
-    mean = torch.stack(probs).mean(0)
-    return {"test_acc": topk_accuracy(mean, labels, 1),
-            "test_acc_top5": topk_accuracy(mean, labels, 5),
-            "members": members, "n_members": len(members)}
+        member: Dict[str, object] = {"run": d}
+        sets = tr.eval_sets()
+        if labels and set(sets) != set(labels):
+            raise LCIError(f"{d!r} has the test sets {sorted(sets)}, {run_dirs[0]!r} has "
+                           f"{sorted(labels)}")
+        for name, (x, y) in sets.items():
+            p = tr.probabilities(x).cpu()
+            y = y.cpu()
+            if name in labels and (y.shape != labels[name].shape
+                                   or not torch.equal(y, labels[name])):
+                raise LCIError(f"{d!r} was evaluated on another {name} set than {run_dirs[0]!r}")
+            labels[name] = y
+            probs.setdefault(name, []).append(p)
+            member[f"{name}_acc"] = topk_accuracy(p, y, 1)
+            member[f"{name}_acc_top5"] = topk_accuracy(p, y, 5)
+        members.append(member)
+    out: Dict[str, object] = {}
+    for name, ps in probs.items():
+        mean = torch.stack(ps).mean(0)
+        out[f"{name}_acc"] = topk_accuracy(mean, labels[name], 1)
+        out[f"{name}_acc_top5"] = topk_accuracy(mean, labels[name], 5)
+    out.update(members=members, n_members=len(members))
+    return out

@@ -5,7 +5,7 @@ values back to the host is fine (it is the one sync point of the epoch).
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -26,6 +26,27 @@ def predict_logits(model: nn.Module, x: torch.Tensor, prep: Callable[[torch.Tens
     if not out:
         return torch.zeros(0, 0, device=x.device)
     return torch.cat(out)
+
+
+@torch.no_grad()
+def predict_logits_stream(models: Sequence[nn.Module], batches: Iterable,
+                          prep: Callable[[torch.Tensor], torch.Tensor], autocast,
+                          device: torch.device) -> List[torch.Tensor]:
+    """Float32 logits of each model on a stream of uint8 batches ``(x, ...)`` (a DataLoader
+    over image files): every batch is decoded and moved to ``device`` once for all models."""
+    was_training = [m.training for m in models]
+    for m in models:
+        m.eval()
+    outs: List[List[torch.Tensor]] = [[] for _ in models]
+    for batch in batches:
+        x = batch[0].to(device, non_blocking=True)
+        with autocast():
+            xb = prep(x)
+            for o, m in zip(outs, models):
+                o.append(m(xb).float())
+    for m, t in zip(models, was_training):
+        m.train(t)
+    return [torch.cat(o) if o else torch.zeros(0, 0, device=device) for o in outs]
 
 
 def accuracy(pred: torch.Tensor, labels: torch.Tensor) -> float:

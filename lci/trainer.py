@@ -3,6 +3,10 @@ drive the same code (the trainable reports and checkpoints between epochs).
 
 Data layout follows airbench: the whole training set sits on the device as uint8, batches are
 drawn with ``randperm`` on the device from a dedicated generator, views are made on the device.
+File-backed sets (Clothing1M, WebVision: :mod:`lci.realworld`) cannot sit anywhere whole: a
+persistent DataLoader decodes each batch of the same ``randperm`` order to uint8 in worker
+processes, the batch is copied to the device, and the views are made there as for the others;
+evaluation streams the files once per pass for both models.
 """
 from __future__ import annotations
 
@@ -18,10 +22,11 @@ from . import checkpoint as ckpt
 from .augment import Augmenter
 from .config import TrainConfig
 from .confidence import label_confidence
-from .data import DataBundle, load_data, split_validation
+from .data import DataBundle, balanced_subset, load_data, split_validation
 from .engine import TERMS, Engine
 from .errors import DivergenceError
-from .metrics import accuracy, confidence_stats, predict_logits, train_accuracies
+from .metrics import (accuracy, confidence_stats, predict_logits, predict_logits_stream,
+                      train_accuracies)
 from .models import create_model
 from .noise import make_noisy_labels
 from .outputs import RunWriter
@@ -57,8 +62,9 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.device = resolve_device(cfg.device)
-        data = data if data is not None else load_data(cfg.dataset, cfg.data_dir,
-                                                       num_workers=cfg.num_workers)
+        data = data if data is not None else load_data(
+            cfg.dataset, cfg.data_dir, num_workers=cfg.num_workers,
+            image_size=cfg.image_size or 224, resize_size=cfg.resize_size or 256)
         self.data = data
         self.num_classes = data.num_classes
 
@@ -73,26 +79,45 @@ class Trainer:
                                    transition=cfg.noise_transition)
             noisy, true = nl.noisy_labels, y_given
         # the validation split is carved from the *noisy* training set (searches never see test)
-        train_idx, val_idx = split_validation(len(noisy), cfg.val_fraction, cfg.seed)
+        # train_subset: a class-balanced subset (by the given labels) drawn with the seed, the
+        # paper's 128,000 Clothing1M samples; the split is carved from it
+        pool = (balanced_subset(noisy, cfg.train_subset, data.num_classes, cfg.seed)
+                if cfg.train_subset else np.arange(len(noisy), dtype=np.int64))
+        train_idx, val_idx = (pool[i] for i in split_validation(len(pool), cfg.val_fraction,
+                                                                 cfg.seed))
         dev = self.device
         self.train_idx = train_idx
-        self.x_train = data.x_train[train_idx].to(dev)
+        # file-backed sets (Clothing1M, WebVision) stay on disk: DataLoader workers decode them
+        self.file_backed = data.file_backed
+        if self.file_backed:
+            self.x_train = data.x_train.subset(train_idx)
+            self.x_val = data.x_train.subset(val_idx)
+            self.x_test = data.x_test
+        else:
+            self.x_train = data.x_train[train_idx].to(dev)
+            self.x_val = data.x_train[val_idx].to(dev)
+            self.x_test = data.x_test.to(dev)
         self.y_noisy = torch.as_tensor(noisy[train_idx], dtype=torch.long, device=dev)
         self.y_true = (torch.as_tensor(true[train_idx], dtype=torch.long, device=dev)
                        if true is not None else None)
-        self.x_val = data.x_train[val_idx].to(dev)
         self.y_val = torch.as_tensor(noisy[val_idx], dtype=torch.long, device=dev)
-        self.x_test, self.y_test = data.x_test.to(dev), data.y_test.to(dev)
+        self.y_test = data.y_test.to(dev)
+        # further test sets (clean_val, imagenet_test): reported as <name>_acc
+        self.extra_tests = {name: (x if self.file_backed else x.to(dev), y.to(dev))
+                            for name, (x, y) in data.extra_tests.items()}
         self.n_train = int(self.x_train.shape[0])
+        self._loader = self._loader_batches = None  # file-backed: built at the first epoch
 
         # --- randomness: one generator on the device for batches and views ------------------
         self.gen = torch.Generator(device=dev).manual_seed(cfg.seed)
         self.augment = Augmenter(data.mean, data.std, pad=data.pad, hflip=data.hflip,
-                                 mode=cfg.augment, generator=self.gen)
+                                 mode=cfg.augment, generator=self.gen, crop=data.crop,
+                                 jitter=data.color_jitter)
         self.batch_size = min(cfg.batch_size, self.n_train)
         # drop the last partial batch: a batch of one breaks BatchNorm, and fixed shapes compile
         self.steps_per_epoch = max(1, self.n_train // self.batch_size)
-        in_ch, size = int(data.x_train.shape[1]), int(data.x_train.shape[-1])
+        # the network sees the views: crop x crop windows when the set asks for a crop
+        in_ch, size = int(data.x_train.shape[1]), data.crop or int(data.x_train.shape[-1])
 
         def make_model():
             return create_model(cfg.model, data.num_classes, in_channels=in_ch, image_size=size,
@@ -126,9 +151,8 @@ class Trainer:
         # loss terms accumulate on the device; read back once, after the loop
         sums = {k: torch.zeros((), device=self.device) for k in TERMS + ("loss",)}
         bs = self.batch_size
-        for i in range(self.steps_per_epoch):
-            idx = perm[i * bs:(i + 1) * bs]
-            terms = eng.step(self.x_train[idx], self.y_noisy[idx])
+        for x, idx in self._batches(perm):
+            terms = eng.step(x, self.y_noisy[idx])
             for k, v in terms.items():
                 if v is not None:
                     sums[k] += v
@@ -154,6 +178,27 @@ class Trainer:
             self.writer.append_history(metrics)
         return metrics
 
+    def _batches(self, perm: torch.Tensor):
+        """``(uint8 images on the device, their positions)`` for each step, in ``perm`` order.
+
+        In memory: slices of the device tensor. File-backed: a persistent DataLoader whose
+        workers decode the files; its batch order is this epoch's ``perm``, drawn from the
+        run's generator like the in-memory one, so resuming and seeds behave the same.
+        """
+        bs = self.batch_size
+        if not self.file_backed:
+            for i in range(self.steps_per_epoch):
+                idx = perm[i * bs:(i + 1) * bs]
+                yield self.x_train[idx], idx
+            return
+        if self._loader is None:
+            from .realworld import train_loader
+            self._loader, self._loader_batches = train_loader(
+                self.x_train, bs, self.cfg.num_workers, pin_memory=self.device.type == "cuda")
+        self._loader_batches.order = perm.tolist()  # one host sync per epoch
+        for x, idx in self._loader:
+            yield (x.to(self.device, non_blocking=True), idx.to(self.device, non_blocking=True))
+
     def _active_terms(self):
         m = self.cfg.method
         if m == "lci":
@@ -166,8 +211,31 @@ class Trainer:
 
     # ----------------------------------------------------------------------------- evaluate
     def _predict(self, model, x):
-        return predict_logits(model, x, lambda b: self.engine._prep(self.augment.normalize(b)),
-                              self.engine.autocast)
+        return self._predict_all([model], x)[0]
+
+    def _predict_all(self, models, x) -> List[torch.Tensor]:
+        """Float32 logits of each model on ``x``: a device tensor, or image files streamed
+        once through DataLoader workers for all the models."""
+        prep = lambda b: self.engine._prep(self.augment.normalize(b))  # noqa: E731
+        if isinstance(x, torch.Tensor):
+            return [predict_logits(m, x, prep, self.engine.autocast) for m in models]
+        from .realworld import eval_loader
+        loader = eval_loader(x, self.cfg.num_workers, pin_memory=self.device.type == "cuda")
+        return predict_logits_stream(models, loader, prep, self.engine.autocast, self.device)
+
+    def _eval_models(self) -> list:
+        """The inference model, then θ when it is another model (lci, lci-two-models)."""
+        eng = self.engine
+        return [eng.inference_model] + ([eng.theta] if eng.theta is not eng.inference_model
+                                        and self.cfg.is_lci else [])
+
+    def eval_sets(self) -> Dict[str, tuple]:
+        """Labelled test sets by metric prefix: ``test``, plus e.g. ``imagenet_test``."""
+        return {"test": (self.x_test, self.y_test), **self.extra_tests}
+
+    def probabilities(self, x) -> torch.Tensor:
+        """Softmax of the inference model on images ``x`` (for ensembles)."""
+        return torch.softmax(self._predict(self.engine.inference_model, x), 1)
 
     def test_probabilities(self) -> torch.Tensor:
         """Softmax of the inference model on the test set (for ensembles)."""
@@ -179,14 +247,13 @@ class Trainer:
     def evaluate(self) -> Dict[str, float]:
         eng, cfg = self.engine, self.cfg
         out: Dict[str, float] = {}
-        test_logits = self._predict(eng.inference_model, self.x_test)
-        out["test_acc"] = accuracy(test_logits.argmax(1), self.y_test)
-        if self.num_classes > 5:  # top-5 as reported for WebVision / ILSVRC12
-            top5 = test_logits.topk(5, dim=1).indices
-            out["test_acc_top5"] = (top5 == self.y_test[:, None]).any(1).float().mean().item()
+        test_logits, *robust = self._predict_all(self._eval_models(), self.x_test)
+        out.update(self._test_accuracies("test", test_logits, self.y_test))
         if cfg.is_lci:
-            out["robust_test_acc"] = accuracy(self._predict(eng.theta, self.x_test).argmax(1),
+            out["robust_test_acc"] = accuracy((robust[0] if robust else test_logits).argmax(1),
                                               self.y_test)
+        for name, (x, y) in self.extra_tests.items():
+            out.update(self._test_accuracies(name, self._predict(eng.inference_model, x), y))
         if self.x_val.shape[0]:
             out["val_acc"] = accuracy(self._predict(eng.inference_model, self.x_val).argmax(1),
                                       self.y_val)
@@ -194,11 +261,12 @@ class Trainer:
             out["realized_noise_rate"] = (self.y_noisy != self.y_true).float().mean().item()
         if not cfg.eval_train:
             return out
-        logits = self._predict(eng.inference_model, self.x_train)
+        # one pass over the training images for both models (file-backed: one decode)
+        logits, *theta_rest = self._predict_all(self._eval_models(), self.x_train)
         pred = logits.argmax(1)
         out.update(train_accuracies(pred, self.y_noisy, self.y_true))
         if cfg.is_lci:
-            theta_logits = self._predict(eng.theta, self.x_train) if eng.theta_star is not None else logits
+            theta_logits = theta_rest[0] if theta_rest else logits
             if eng.theta_star is not None:
                 out.update(train_accuracies(theta_logits.argmax(1), self.y_noisy, self.y_true,
                                             prefix="robust_"))
@@ -215,6 +283,14 @@ class Trainer:
         is_noisy = (self.y_noisy != self.y_true).cpu().numpy() if self.y_true is not None else None
         out.update(confidence_stats(conf_np, is_noisy))
         self._last_eval = {"pred": pred.cpu().numpy(), "conf": conf_np}
+        return out
+
+    def _test_accuracies(self, prefix: str, logits: torch.Tensor,
+                         y: torch.Tensor) -> Dict[str, float]:
+        out = {f"{prefix}_acc": accuracy(logits.argmax(1), y)}
+        if self.num_classes > 5:  # top-5 as reported for WebVision / ILSVRC12
+            top5 = logits.topk(5, dim=1).indices
+            out[f"{prefix}_acc_top5"] = (top5 == y[:, None]).any(1).float().mean().item()
         return out
 
     # ------------------------------------------------------------------------------- finish
@@ -248,6 +324,8 @@ class Trainer:
         })
         if self.y_true is not None:
             df["is_noisy"] = (self.y_noisy != self.y_true).cpu().numpy()
+        if self.file_backed:  # which image: the path as its file list names it
+            df["path"] = self.x_train.relative_paths()
         return df.sort_values("label_confidence", kind="stable").reset_index(drop=True)
 
     def finish(self) -> Dict[str, Any]:

@@ -160,8 +160,8 @@ def test_load_data_is_memoized():
 def test_unknown_and_unimplemented_names():
     with pytest.raises(ConfigError, match="'digits', 'cifar10', 'cifar100'"):
         load_data("mnist")
-    with pytest.raises(DataError, match="not implemented yet"):
-        load_data("clothing1m")
+    with pytest.raises(DataError, match="clothing1m.*does not exist.*noisy_label_kv.txt"):
+        load_data("clothing1m", data_dir="no/such/dir")
     with pytest.raises(DataError, match="does not exist"):
         load_data("no/such/file.npz")
 
