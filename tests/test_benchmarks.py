@@ -1,0 +1,54 @@
+"""The scripts under benchmarks/: they run, and their last line is the JSON they promise.
+
+No timing assertions: these only check the output's shape (times on a shared machine are noise).
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+STEP_COST_METHODS = ["ce", "gce", "gjs", "lci", "lci:view", "lci:fused", "lci:view+fused",
+                     "lci-two-models", "lci-single"]
+
+
+def run_script(*args: str, timeout: float = 600) -> dict:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
+    proc = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) > 1, "expected a readable table before the JSON line"
+    return json.loads(lines[-1])
+
+
+@pytest.fixture(scope="module")
+def step_cost():
+    # one thread: two-thread torch on a busy two-core machine is many times slower
+    return run_script("benchmarks/step_cost.py", "--models", "small_cnn", "--steps", "2",
+                      "--warmup", "1", "--repeats", "1", "--threads", "1", "--json")
+
+
+def test_step_cost_json_structure(step_cost):
+    assert step_cost["device"] in ("cpu", "cuda") or step_cost["device"].startswith("cuda:")
+    rows = step_cost["rows"]
+    assert [r["model"] for r in rows] == ["small_cnn"] * len(STEP_COST_METHODS)
+    assert [r["method"] for r in rows] == STEP_COST_METHODS
+    for r in rows:
+        assert {"model", "method", "ms_per_step", "ratio_to_ce"} <= set(r)
+        assert r["ms_per_step"] > 0 and r["ratio_to_ce"] > 0
+        assert len(r["ms_per_step_runs"]) == 1  # --repeats 1
+    by_method = {r["method"]: r for r in rows}
+    assert by_method["ce"]["ratio_to_ce"] == 1.0
+    assert by_method["lci:view"]["options"] == {"method": "lci", "correction_source": "view"}
+
+
+def test_step_cost_steps_stay_finite_and_never_sync(step_cost):
+    """Every method's step reads nothing back to the host (no .item(), no `if tensor:`)."""
+    for r in step_cost["rows"]:
+        assert r["finite"], r["method"]
+        assert r["host_syncs"] == [], (r["method"], r["host_syncs"])
