@@ -1,0 +1,124 @@
+"""Reading Tune experiment folders back: one record per trial (config + last result), the best
+trial of a search, and the end-of-study summary table. Ray-free (plain files)."""
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+from . import storage
+
+
+@dataclass
+class TrialRecord:
+    trial_id: str
+    path: str
+    config: Dict[str, Any]
+    last: Dict[str, Any]               # the last line of Tune's result.json
+    n_results: int
+    error: bool
+
+    def finished(self, epochs: int) -> bool:
+        return not self.error and int(self.last.get("epoch", 0) or 0) >= epochs
+
+
+def read_trials(exp_dir: str) -> List[TrialRecord]:
+    """Every trial folder (one with Tune's ``params.json``) of an experiment folder."""
+    out = []
+    for d in storage.listdir(exp_dir):
+        path = storage.join(exp_dir, d)
+        params = storage.read_text(storage.join(path, "params.json"))
+        if params is None:
+            continue
+        text = storage.read_text(storage.join(path, "result.json")) or ""
+        lines = [l for l in text.splitlines() if l.strip()]
+        last: Dict[str, Any] = {}
+        if lines:
+            try:
+                last = json.loads(lines[-1])
+            except json.JSONDecodeError:  # a line cut by a crash: take the one before
+                last = json.loads(lines[-2]) if len(lines) > 1 else {}
+        out.append(TrialRecord(trial_id=last.get("trial_id", d), path=path,
+                               config=json.loads(params), last=last, n_results=len(lines),
+                               error=storage.exists(storage.join(path, "error.txt"))))
+    return out
+
+
+def get_path(cfg: Mapping[str, Any], path: Sequence[str]) -> Any:
+    v: Any = cfg
+    for k in path:
+        if not isinstance(v, Mapping) or k not in v:
+            return None
+        v = v[k]
+    return v
+
+
+def best_trial(records: Sequence[TrialRecord], metric: str, mode: str,
+               epochs: int) -> Optional[TrialRecord]:
+    """The best *finished* trial (ran all its epochs, no error): a trial stopped early by
+    ASHA never wins on a truncated score."""
+    done = [r for r in records if r.finished(epochs) and _num(r.last.get(metric)) is not None]
+    if not done:
+        return None
+    sign = 1.0 if mode == "max" else -1.0
+    # ties -> the earlier trial (ids are in creation order)
+    return max(sorted(done, key=lambda r: r.trial_id), key=lambda r: sign * r.last[metric])
+
+
+def _num(v: Any) -> Optional[float]:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return None
+    return float(v)
+
+
+def mean_std(values: Sequence[float]) -> Dict[str, float]:
+    vals = [v for v in (_num(x) for x in values) if v is not None]
+    if not vals:
+        return {"n": 0, "mean": float("nan"), "std": float("nan")}
+    return {"n": len(vals), "mean": statistics.fmean(vals),
+            "std": statistics.stdev(vals) if len(vals) > 1 else 0.0}
+
+
+def fmt_params(params: Mapping[str, Any]) -> str:
+    if not params:
+        return "-"
+    return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                    for k, v in params.items())
+
+
+def fmt_acc(s: Mapping[str, float]) -> str:
+    if not s or not s.get("n"):
+        return "-"
+    return f"{s['mean']:.4f} ± {s['std']:.4f} (n={s['n']})"
+
+
+@dataclass
+class Summary:
+    study_dir: str
+    metric: str
+    cells: List[Dict[str, Any]] = field(default_factory=list)
+    sweeps: List[Dict[str, Any]] = field(default_factory=list)
+    errors: int = 0
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"study_dir": self.study_dir, "metric": self.metric, "cells": self.cells,
+                "sweeps": self.sweeps, "errored_trials": self.errors}
+
+    def table(self) -> str:
+        rows = [("cell", "best params", f"{self.metric} (mean ± std over seeds)")]
+        for c in self.cells:
+            rows.append((c["cell"], fmt_params(c.get("params") or {}), fmt_acc(c.get(self.metric, {}))))
+        w0 = max(len(r[0]) for r in rows)
+        w1 = min(max(len(r[1]) for r in rows), 60)
+        lines = [f"{r[0]:<{w0}}  {r[1]:<{w1}}  {r[2]}" for r in rows]
+        lines.insert(1, "-" * len(lines[0]))
+        for s in self.sweeps:
+            pts = "  ".join(f"{p['value']:g}: {p['mean']:.4f}±{p['std']:.4f}" for p in s["points"]
+                            if p.get("n"))
+            lines.append(f"sweep {s['param']} ({s['cell']}, {s['metric']}): {pts}")
+        if self.errors:
+            lines.append(f"{self.errors} trial(s) failed; `lci sweep SPEC --resume` retries them")
+        lines.append(f"results: {self.study_dir}")
+        return "\n".join(lines)

@@ -1,0 +1,118 @@
+"""The Optuna side of a search: the define-by-run space of a cell and the Tune searcher.
+
+Both are plain picklable objects: Tune saves the searcher (space included) in the experiment
+folder, and ``Tuner.restore`` brings it back to continue an interrupted search.
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Any, Dict, List, Optional, Sequence
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune.search.optuna import OptunaSearch
+
+from .spec import Param
+
+logger = logging.getLogger(__name__)
+optuna.logging.set_verbosity(optuna.logging.WARNING)  # no line per created study / trial
+
+
+class SearchSpace:
+    """Define-by-run space of one cell: ``space(trial)`` calls ``trial.suggest_*`` for each
+    searched parameter. The robust loss's own parameters (``gce.q``...) appear only in the
+    cells whose loss they belong to: that is decided when the cell is built (spec.py), so the
+    space is conditional on the robust loss. Names with a ``/`` (``robust_loss_params/q``)
+    are unflattened by OptunaSearch into the nested config key."""
+
+    def __init__(self, params: Sequence[Param]):
+        self.params = list(params)
+
+    def __call__(self, trial: "optuna.Trial") -> Optional[Dict[str, Any]]:
+        for p in self.params:
+            if p.kind == "float":
+                trial.suggest_float(p.optuna_name, p.low, p.high, log=p.log, step=p.step)
+            elif p.kind == "categorical":
+                trial.suggest_categorical(p.optuna_name, list(p.choices))
+        return None
+
+    def names(self) -> List[str]:
+        return [p.name for p in self.params]
+
+
+class TruncationAwareOptunaSearch(OptunaSearch):
+    """OptunaSearch that tells Optuna the truth about trials stopped early.
+
+    Tune hands a searcher the *last* result of a trial however it ended. A trial that ASHA
+    (or any stopper) cut at epoch 3 of 30 would enter Optuna as COMPLETE with a 3-epoch score,
+    and TPE would learn from truncated scores as if they were final ones, which biases it
+    toward fast starters. Here a trial whose last ``epoch`` is short of the planned
+    ``epochs`` is told as PRUNED instead: TPE then ranks it below every complete trial
+    (using its intermediate values, which OptunaSearch reports per epoch), as it would a
+    trial pruned by an Optuna pruner. Errored trials stay FAIL.
+    """
+
+    def __init__(self, *args, epochs: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.epochs = int(epochs)
+
+    def on_trial_result(self, trial_id: str, result: Dict) -> None:
+        if trial_id not in self._ot_trials:  # e.g. a trial restored without searcher state
+            return
+        super().on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: Optional[Dict] = None,
+                          error: bool = False) -> None:
+        if trial_id not in self._ot_trials:  # not asked by this searcher (see above)
+            return
+        if trial_id in self._completed_trials:
+            return super().on_trial_complete(trial_id, result, error)  # logs and ignores
+        epoch = (result or {}).get("epoch")
+        if not error and result and epoch is not None and int(epoch) < self.epochs:
+            ot_trial = self._ot_trials[trial_id]
+            # the result that made the scheduler stop the trial never went through
+            # on_trial_result: record it, so the pruned trial's last value is its real one
+            step, value = result.get("training_iteration"), result.get(self.metric)
+            try:
+                if step is not None and value is not None:
+                    with warnings.catch_warnings():  # "already reported" after a restore
+                        warnings.simplefilter("ignore")
+                        ot_trial.report(value, step)
+                self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
+            except Exception as exc:  # already told (a resumed study)
+                logger.warning("could not tell Optuna trial %s as pruned: %s", trial_id, exc)
+            self._completed_trials.add(trial_id)
+            return
+        super().on_trial_complete(trial_id, result, error)
+
+
+def make_searcher(params: Sequence[Param], *, metric: str, mode: str, seed: int,
+                  n_startup_trials: int, epochs: int, study_name: str,
+                  storage: Optional["optuna.storages.BaseStorage"]) -> TruncationAwareOptunaSearch:
+    """A seeded-TPE searcher for one cell; ``storage`` None keeps the study in memory."""
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials)
+    return TruncationAwareOptunaSearch(
+        space=SearchSpace(params), metric=metric, mode=mode, sampler=sampler,
+        study_name=study_name, storage=storage, epochs=epochs)
+
+
+def optuna_storage(setting: str, study_dir: str) -> Optional["optuna.storages.RDBStorage"]:
+    """'sqlite' -> ``<study_dir>/optuna.db``; 'none' -> in memory; else a database URL.
+
+    An ``RDBStorage`` object, not a URL string (OptunaSearch needs the object); with it
+    ``optuna-dashboard sqlite:///<study_dir>/optuna.db`` can watch the searches live."""
+    if setting == "none":
+        return None
+    if setting == "sqlite":
+        if "://" in study_dir:
+            logger.warning("optuna_storage 'sqlite' needs a local study folder; %s is remote, "
+                           "so the Optuna studies stay in memory", study_dir)
+            return None
+        import os
+
+        os.makedirs(study_dir, exist_ok=True)
+        url = f"sqlite:///{os.path.join(study_dir, 'optuna.db')}"
+    else:
+        url = setting
+    return optuna.storages.RDBStorage(url)
