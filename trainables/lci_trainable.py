@@ -83,8 +83,10 @@ def train_lci(config: Dict[str, Any]) -> None:
     # Tune moves): each checkpoint report uploads a copy of it to the experiment storage.
     run_dir = tempfile.mkdtemp(prefix="lci-trial-")
     try:
-        trainer = Trainer(cfg, out_dir=run_dir)
         checkpoint = tune.get_checkpoint()
+        if checkpoint is None and _replay_finished_run(cfg):
+            return
+        trainer = Trainer(cfg, out_dir=run_dir)
         if checkpoint is not None:
             # restored after a failure or from an interrupted study: continue from its epoch
             with checkpoint.as_directory() as d:
@@ -131,6 +133,40 @@ def _publish_run_files(run_dir: str) -> None:
         import warnings
 
         warnings.warn(f"could not copy the run files to the trial folder: {e}")
+
+
+def _replay_finished_run(cfg: TrainConfig) -> bool:
+    """A trial that already finished, restarted without its checkpoint (the driver crashed
+    before Tune recorded the trial as finished): report its saved per-epoch metrics again from
+    ``<trial folder>/run/`` instead of training it a second time. Returns whether it did."""
+    import csv
+    import io
+    import json
+
+    try:
+        st = tune.get_context().get_storage()
+        fs, run = st.storage_filesystem, f"{st.trial_fs_path}/run"
+
+        def read(name: str) -> str:
+            with fs.open_input_stream(f"{run}/{name}") as fh:
+                return fh.read().decode()
+
+        saved_cfg = json.loads(read("config.json"))
+        result = json.loads(read("result.json"))
+        rows = list(csv.DictReader(io.StringIO(read("history.csv"))))
+    except Exception:  # no finished run there (the usual case), or unreadable: train
+        return False
+    resolved = cfg.resolved().to_dict()
+    if saved_cfg != resolved or result.get("epochs_done") != resolved["epochs"] \
+            or len(rows) != resolved["epochs"]:
+        return False
+    for i, row in enumerate(rows):
+        metrics = {k: float(v) for k, v in row.items() if v not in ("", None)}
+        metrics["epoch"] = int(metrics["epoch"])
+        if i == len(rows) - 1:
+            metrics = {**{k: v for k, v in result.items() if v is not None}, **metrics}
+        tune.report(metrics)
+    return True
 
 
 def make_trainable(cpu: float = 1.0, gpu: float = 0.0, extra: Optional[Dict[str, float]] = None):
