@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from .errors import ConfigError, allowed
+from .noise import NOISE_CONVENTIONS, NOISE_KINDS
 
 # ----------------------------------------------------------------------------------- names
 #: Methods whose training uses label confidence (two parameter sets except lci-single).
@@ -27,8 +28,6 @@ ROBUST_LOSSES = ("gce", "mae", "sce", "nce_rce", "js", "gjs", "ce", "bs", "ls")
 REGISTERED_DATASETS = ("digits", "cifar10", "cifar100", "clothing1m", "webvision")
 #: Real-world noisy sets (method.md section 6): read from image files, labels already noisy.
 REALWORLD_DATASETS = ("clothing1m", "webvision")
-NOISE_KINDS = ("none", "sym", "asym", "matrix")
-NOISE_CONVENTIONS = ("gjs", "exclusive")
 CE_NORMS = ("mean", "complement")
 PENALTIES = ("l2", "distill")
 INITS = ("shared", "independent")
