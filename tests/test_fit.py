@@ -160,3 +160,35 @@ def test_unwritable_output_folder_fails_before_training(tmp_path):
         lci.fit(TrainConfig.from_dict({**FAST, "epochs": 1}), str(blocker / "run"))
     p = run_cli("train", "--set", "epochs=1", "--out", str(blocker / "run"))
     assert p.returncode == 2 and "cannot write results" in p.stderr
+
+
+def test_crash_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
+    """The checkpoint is written beside the old one and renamed over it: a crash mid-write
+    (here: torch.save dying after half the bytes) leaves the previous checkpoint usable."""
+    from lci import checkpoint as ckpt
+
+    out = str(tmp_path / "run")
+    cfg = TrainConfig.from_dict({**FAST, "epochs": 2})
+    tr = Trainer(cfg, out)
+    tr.train_epoch()
+    path = tr.save_checkpoint()
+    good = open(path, "rb").read()
+    tr.train_epoch()
+
+    real_save = torch.save
+
+    def dying_save(obj, fh):
+        real_save(obj, fh)
+        fh.seek(0)
+        fh.truncate(100)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt.torch, "save", dying_save)
+    with pytest.raises(OSError, match="disk full"):
+        tr.save_checkpoint()
+    monkeypatch.setattr(ckpt.torch, "save", real_save)
+    assert open(path, "rb").read() == good
+    assert [f for f in os.listdir(out) if f.endswith(".tmp")] == []  # no debris left
+    resumed = Trainer(cfg, str(tmp_path / "other"))
+    resumed.load_checkpoint(path)
+    assert resumed.epoch == 1
