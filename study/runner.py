@@ -109,6 +109,10 @@ class StudyRunner:
     def prepare(self) -> None:
         """Create the study folder, or check that an existing one is this study (--resume)."""
         info = self.spec.to_json()
+        if not storage.is_uri(self.dir):
+            # a read-only path or a full disk fails here, before Ray starts or anything trains
+            from lci.outputs import check_writable
+            check_writable(self.dir)
         old = storage.read_json(storage.join(self.dir, "study.json"))
         if old is not None:
             if not self.resume:

@@ -218,3 +218,13 @@ def test_relative_paths_become_absolute(tmp_path, monkeypatch):
     spec = load_spec(tiny(storage="out", fixed={"dataset": "digits", "data_dir": "data"}))
     assert spec.storage == str(tmp_path / "out")
     assert spec.cells[0].base["data_dir"] == str(tmp_path / "data")
+
+
+def test_unwritable_storage_fails_before_ray_starts(tmp_path, capsys):
+    from lci.cli import main
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    assert main(["sweep", "demo", "--storage", str(blocker / "results")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write results to" in err and str(blocker) in err
