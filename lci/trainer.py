@@ -259,8 +259,15 @@ class Trainer:
                                       self.y_val)
         if self.y_true is not None:
             out["realized_noise_rate"] = (self.y_noisy != self.y_true).float().mean().item()
-        if not cfg.eval_train:
-            return out
+        if cfg.eval_train:
+            out.update(self.evaluate_train())
+        return out
+
+    def evaluate_train(self) -> Dict[str, float]:
+        """Fit, memorisation and label confidence on the training set (Figure 3 metrics);
+        keeps the per-sample predictions and C for ``label_issues.csv``."""
+        eng, cfg = self.engine, self.cfg
+        out: Dict[str, float] = {}
         # one pass over the training images for both models (file-backed: one decode)
         logits, *theta_rest = self._predict_all(self._eval_models(), self.x_train)
         pred = logits.argmax(1)
@@ -309,10 +316,8 @@ class Trainer:
         """Training samples ranked by label confidence, lowest first (cleanlab's shape)."""
         import pandas as pd
 
-        if not self._last_eval:
-            self.evaluate() if self.cfg.eval_train else None
-        if not self._last_eval:
-            return None
+        if not self._last_eval:  # eval_train off: one pass over the training set now
+            self.evaluate_train()
         conf = self._last_eval["conf"]
         df = pd.DataFrame({
             "index": self.train_idx,
@@ -332,9 +337,7 @@ class Trainer:
         res = self.result()
         if self.writer:
             self.writer.write_result(res)
-            df = self.label_issues()
-            if df is not None:
-                self.writer.write_label_issues(df)
+            self.writer.write_label_issues(self.label_issues())
         return res
 
     # --------------------------------------------------------------------------- checkpoint

@@ -192,3 +192,12 @@ def test_crash_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, monke
     resumed = Trainer(cfg, str(tmp_path / "other"))
     resumed.load_checkpoint(path)
     assert resumed.epoch == 1
+
+
+def test_label_issues_are_written_without_per_epoch_train_evaluation(tmp_path):
+    out = tmp_path / "run"
+    lci.fit(TrainConfig.from_dict({**FAST, "epochs": 1, "eval_train": False}), str(out))
+    hist = pd.read_csv(out / "history.csv")
+    assert "conf_auroc" not in hist.columns  # no per-epoch train-set pass
+    issues = pd.read_csv(out / "label_issues.csv")
+    assert len(issues) == 1297 and issues["label_confidence"].is_monotonic_increasing
