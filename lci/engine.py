@@ -145,8 +145,7 @@ class Engine:
             w = self.cfg.correction_weight
             return ((1.0 - w) * onehot + w * torch.softmax(src.float(), dim=1)).detach()
 
-    def _penalty(self, x_view: torch.Tensor, theta_logits: torch.Tensor,
-                 star_logits: torch.Tensor) -> torch.Tensor:
+    def _penalty(self, theta_logits: torch.Tensor, star_logits: torch.Tensor) -> torch.Tensor:
         if self.cfg.penalty == "distill":
             return kl_div_logits(theta_logits, star_logits).mean()
         return param_distance(self.theta, self.theta_star)
@@ -176,7 +175,7 @@ class Engine:
         ce = self.ce(star_logits, y)
         return {"loss_robust": losses.mean(),
                 "loss_ce": cfg.alpha * weighted_ce_term(conf, ce, norm=cfg.ce_norm),
-                "loss_penalty": cfg.lam * self._penalty(views[0], theta_logits, star_logits)}
+                "loss_penalty": cfg.lam * self._penalty(theta_logits, star_logits)}
 
     def _lci(self, x, y) -> Dict[str, torch.Tensor]:
         cfg = self.cfg
@@ -189,7 +188,7 @@ class Engine:
         return {"loss_robust": losses.mean(),
                 "loss_ce": cfg.alpha * weighted_ce_term(conf, ce, norm=cfg.ce_norm),
                 "loss_jsd": cfg.rho * jsd(s1, s2).mean(),
-                "loss_penalty": cfg.lam * self._penalty(views[0], theta_logits, s1)}
+                "loss_penalty": cfg.lam * self._penalty(theta_logits, s1)}
 
     # --------------------------------------------------------------------------------- step
     def step(self, x: torch.Tensor, y: torch.Tensor) -> Dict[str, torch.Tensor]:
