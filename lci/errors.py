@@ -32,3 +32,10 @@ def allowed(values: Iterable) -> str:
 
 class DivergenceError(RuntimeError):
     """Training produced a non-finite loss; the run stops with this reason."""
+
+
+#: Errors that would happen again on a retry: bad input, and a run that diverges (training is
+#: deterministic for a seed). A Tune trial that hits one ends at once instead of being retried.
+RECURRING_ERRORS = (LCIError, DivergenceError)
+#: The result key that carries the one-line reason of a run that ended on such an error.
+FAILED_KEY = "lci_failed"

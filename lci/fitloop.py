@@ -9,6 +9,31 @@ from .errors import LCIError
 from .trainer import Trainer
 
 ProgressFn = Callable[[Trainer, Dict[str, float]], None]
+#: report(trainer, epoch metrics, final result or None, whether a checkpoint was just saved)
+ReportFn = Callable[[Trainer, Dict[str, float], Optional[Dict[str, Any]], bool], None]
+
+
+def train_loop(trainer: Trainer, *, checkpoint: Optional[Callable[[Trainer], None]] = None,
+               report: Optional[ReportFn] = None) -> Dict[str, Any]:
+    """The epoch loop of every run, shared by :func:`fit` and the Ray Tune trainable.
+
+    After each epoch: on the last one ``trainer.finish()`` (result.json, label_issues.csv);
+    then, every ``checkpoint_every`` epochs and at the end, ``checkpoint(trainer)``; then
+    ``report(...)``. Finishing before the last checkpoint makes that checkpoint a complete run
+    folder. Returns the final result (also for a run that was already done when resumed).
+    """
+    every = trainer.cfg.checkpoint_every
+    final: Optional[Dict[str, Any]] = None
+    while not trainer.done:
+        metrics = trainer.train_epoch()
+        if trainer.done:
+            final = trainer.finish()
+        due = checkpoint is not None and (trainer.done or bool(every and trainer.epoch % every == 0))
+        if due:
+            checkpoint(trainer)
+        if report is not None:
+            report(trainer, metrics, final, due)
+    return final if final is not None else trainer.finish()
 
 
 def fit(config: Union[TrainConfig, Dict[str, Any]], out_dir: Optional[str] = None, *,
@@ -31,11 +56,6 @@ def fit(config: Union[TrainConfig, Dict[str, Any]], out_dir: Optional[str] = Non
     trainer = Trainer(cfg, out_dir, data=data)
     if resume:
         trainer.load_checkpoint(ckpt_path)
-    every = trainer.cfg.checkpoint_every
-    while not trainer.done:
-        metrics = trainer.train_epoch()
-        if out_dir and every and (trainer.epoch % every == 0 or trainer.done):
-            trainer.save_checkpoint(ckpt_path)
-        if on_epoch is not None:
-            on_epoch(trainer, metrics)
-    return trainer.finish()
+    save = (lambda tr: tr.save_checkpoint(ckpt_path)) if out_dir else None
+    progress = (lambda tr, m, final, saved: on_epoch(tr, m)) if on_epoch else None
+    return train_loop(trainer, checkpoint=save, report=progress)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from typing import List, Optional
@@ -44,9 +45,21 @@ def sweep_main(argv: List[str]) -> int:
     if args.max_concurrent:
         spec.max_concurrent = args.max_concurrent
     if args.dry_run:
-        print(spec.describe())
+        print(dry_run(spec, num_cpus=args.num_cpus))
         return 0
     return _run(spec, address=args.address, resume=args.resume, num_cpus=args.num_cpus)
+
+
+def dry_run(spec, num_cpus: Optional[int] = None) -> str:
+    """The spec checked as a real run would check it (data sets of every cell included),
+    and the graph of experiments with the study's width; starts nothing, writes nothing."""
+    from .graph import build_graph, describe_graph
+    from .runner import check_datasets
+
+    check_datasets(spec)
+    slots = int(num_cpus // spec.cpu) if num_cpus and spec.cpu and not spec.gpu else None
+    return spec.describe() + "\n" + describe_graph(build_graph(spec), spec.max_concurrent,
+                                                     slots)
 
 
 def _run(spec, *, address=None, resume=False, num_cpus=None) -> int:
@@ -57,7 +70,8 @@ def _run(spec, *, address=None, resume=False, num_cpus=None) -> int:
         summary = run_study(spec, address=address, resume=resume, num_cpus=num_cpus)
     except StudyInterrupted as e:
         print(f"interrupted: {e}", file=sys.stderr)
-        return 130
+        # 143 = 128 + SIGTERM, as shells report a job stopped by `kill`; 130 for Ctrl-C
+        return 143 if getattr(e, "signal", None) == signal.SIGTERM else 130
     print()
     print(summary.table())
     print(f"wall time {time.time() - t0:.0f}s")

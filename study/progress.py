@@ -1,90 +1,147 @@
-"""A compact progress view of one Tune experiment (instead of Ray's own status tables).
+"""One progress view for a whole study (instead of Ray's status tables).
 
-On a terminal: one tqdm bar per experiment with the best score so far. Elsewhere (CI logs,
-``ray job`` logs): one line per finished trial. Tune's own output is switched off by the
-runner (``RunConfig(verbose=0)`` with the classic reporter).
+Several experiments run at once, so per-experiment bars would interleave. The study has one
+:class:`StudyProgress`: on a terminal a single tqdm bar (trials done / total, running now,
+failures, ETA), elsewhere (CI logs, ``ray job`` logs) one line per finished trial; plus one
+line when an experiment finishes or a trial fails. Each experiment's Tuner gets a
+:class:`TrialEvents` callback that forwards its trials' events to the study's view, found by
+key (Tune pickles callbacks into the experiment folder, and a restored experiment must reach
+the live view of the new driver).
 """
 from __future__ import annotations
 
-import math
 import sys
-from typing import Any, Dict, List, Optional
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional
 
 from ray import tune
 
+from .trials import FAILED_KEY
 
-class ProgressCallback(tune.Callback):
-    def __init__(self, label: str, total: int, metric: str, mode: str = "max"):
-        self.label, self.total, self.metric, self.mode = label, int(total), metric, mode
+_VIEWS: Dict[str, "StudyProgress"] = {}
+
+
+class StudyProgress:
+    def __init__(self, key: str, total: int, done: int = 0,
+                 echo: Callable[[str], None] = print):
+        self.key, self.total, self.done = key, int(total), int(done)
+        self.failed = 0
+        self.running: set = set()
+        self._ended: Dict[str, int] = {}
+        self.echo = echo
+        self._lock = threading.Lock()
+        self._t0 = time.time()
+        self._done_at_start = self.done
         self._bar = None
-        self._best: Optional[float] = None
-        self._seen: set = set()
-
-    # Tune pickles the run config (callbacks included) into the experiment folder
-    def __getstate__(self) -> Dict[str, Any]:
-        d = dict(self.__dict__)
-        d["_bar"] = None
-        return d
-
-    def _tty(self) -> bool:
-        return hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
-
-    def _ensure_bar(self, done: int) -> None:
-        if self._bar is None and self._tty():
+        _VIEWS[key] = self
+        if _tty():
             from tqdm.auto import tqdm
 
-            self._bar = tqdm(total=self.total, initial=done, desc=self.label, unit="trial",
-                             leave=True, dynamic_ncols=True, file=sys.stderr)
+            self._bar = tqdm(total=self.total, initial=self.done, desc="study", unit="trial",
+                             dynamic_ncols=True, file=sys.stderr)
 
-    def _finished(self, trials: List[Any], trial: Any = None) -> int:
-        # the trial being reported may not carry its final status yet: count it as finished
-        return sum(t.status in ("TERMINATED", "ERROR") or t is trial for t in trials)
+    # ---------------------------------------------------------------------------- events
+    def trial_started(self, experiment: str, trial_id: str) -> None:
+        with self._lock:
+            self.running.add((experiment, trial_id))
+            self._refresh()
 
-    def _note(self, trial: Any, status: str) -> None:
-        if trial.trial_id in self._seen:
-            return
-        self._seen.add(trial.trial_id)
-        last = trial.last_result or {}
-        v = last.get(self.metric)
-        if isinstance(v, (int, float)) and math.isfinite(v) and status == "ok":
-            better = self._best is None or (v > self._best if self.mode == "max" else v < self._best)
-            self._best = v if better else self._best
+    def trial_ended(self, experiment: str, trial: Any, failed: bool, reason: str = "") -> None:
+        with self._lock:
+            self.running.discard((experiment, trial.trial_id))
+            self._ended[experiment] = self._ended.get(experiment, 0) + 1
+            self.done += 1
+            self.failed += int(failed)
+            last = trial.last_result or {}
+            if failed:
+                self._line(f"  {experiment}: trial {trial.trial_id} FAILED {reason}".rstrip())
+            elif self._bar is None:
+                seed = trial.config.get("seed")
+                self._line(f"  [{self.done}/{self.total}] {experiment}  {trial.trial_id}  "
+                           f"seed={seed}  epoch={last.get('epoch')}")
+            self._refresh()
 
-    def _update(self, trials: List[Any], trial: Any, status: str, detail: str = "") -> None:
-        self._note(trial, status)
-        done = self._finished(trials, trial)
-        self._ensure_bar(done - 1)
-        last = trial.last_result or {}
-        v = last.get(self.metric)
-        best = f"{self._best:.4f}" if self._best is not None else "-"
+    def ended_by_experiment(self) -> Dict[str, int]:
+        """Trials that ended in this driver, per experiment."""
+        with self._lock:
+            return dict(self._ended)
+
+    def experiment_line(self, text: str) -> None:
+        with self._lock:
+            self._line(text)
+
+    # ---------------------------------------------------------------------------- output
+    def _line(self, text: str) -> None:
         if self._bar is not None:
-            self._bar.n = done
-            self._bar.set_postfix_str(f"best {self.metric}={best}", refresh=True)
-            if detail:
-                self._bar.write(f"  {self.label}: trial {trial.trial_id} {detail}")
+            self._bar.write(text)
         else:
-            seed = trial.config.get("seed")
-            score = f"{self.metric}={v:.4f}" if isinstance(v, (int, float)) else ""
-            ep = last.get("epoch")
-            who = f"seed={seed}" if "__search" not in self.label else ""
-            print(f"  [{done}/{self.total}] {self.label}  {trial.trial_id}  {who}  "
-                  f"epoch={ep}  {score}  {detail}".rstrip(), file=sys.stderr, flush=True)
+            self.echo(text)
 
-    def on_trial_complete(self, iteration: int, trials: List[Any], trial: Any, **info) -> None:
-        self._update(trials, trial, "ok")
+    def _eta(self) -> str:
+        n = self.done - self._done_at_start
+        left = self.total - self.done
+        if n <= 0 or left <= 0:
+            return "?"
+        s = (time.time() - self._t0) / n * left
+        return time.strftime("%H:%M:%S", time.gmtime(s)) if s < 86400 else f"{s / 3600:.0f}h"
 
-    def on_trial_error(self, iteration: int, trials: List[Any], trial: Any, **info) -> None:
-        err = ""
-        try:
-            path = trial.local_path or ""
-            err = open(f"{path}/error.txt").read().strip().splitlines()[-1][:200]
-        except Exception:
-            pass
-        self._update(trials, trial, "error", f"FAILED {err}".strip())
+    def _refresh(self) -> None:
+        if self._bar is None:
+            return
+        self._bar.n = self.done
+        post = f"running {len(self.running)}"
+        if self.failed:
+            post += f", failed {self.failed}"
+        self._bar.set_postfix_str(f"{post}, eta {self._eta()}", refresh=True)
 
-    def on_experiment_end(self, trials: List[Any], **info) -> None:
+    def close(self) -> None:
+        _VIEWS.pop(self.key, None)
         if self._bar is not None:
-            self._bar.n = self._finished(trials)
-            self._bar.refresh()
             self._bar.close()
             self._bar = None
+
+
+def _tty() -> bool:
+    return hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
+
+
+def view(key: Optional[str]) -> Optional[StudyProgress]:
+    return _VIEWS.get(key) if key else None
+
+
+def failure_reason(trial: Any) -> str:
+    """One line: the trainable's own reason, or the last line of Tune's error.txt."""
+    last = trial.last_result or {}
+    if FAILED_KEY in last:
+        return str(last[FAILED_KEY])[:300]
+    try:
+        with open(f"{trial.local_path}/error.txt") as fh:
+            lines = [l.strip() for l in fh.read().splitlines() if l.strip()]
+        return lines[-1][:300] if lines else ""
+    except (OSError, TypeError):
+        return ""
+
+
+class TrialEvents(tune.Callback):
+    """Forwards one experiment's trial events to the study's :class:`StudyProgress`."""
+
+    def __init__(self, view_key: str, experiment: str):
+        self.view_key, self.experiment = view_key, experiment
+
+    def on_trial_start(self, iteration: int, trials: List[Any], trial: Any, **info) -> None:
+        v = view(self.view_key)
+        if v is not None:
+            v.trial_started(self.experiment, trial.trial_id)
+
+    def on_trial_complete(self, iteration: int, trials: List[Any], trial: Any, **info) -> None:
+        v = view(self.view_key)
+        if v is not None:
+            failed = FAILED_KEY in (trial.last_result or {})
+            v.trial_ended(self.experiment, trial, failed, failure_reason(trial) if failed else "")
+
+    def on_trial_error(self, iteration: int, trials: List[Any], trial: Any, **info) -> None:
+        v = view(self.view_key)
+        if v is not None:
+            v.trial_ended(self.experiment, trial, True, failure_reason(trial))
+

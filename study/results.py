@@ -1,58 +1,13 @@
-"""Reading Tune experiment folders back: one record per trial (config + last result), the best
-trial of a search, and the end-of-study summary table. Ray-free (plain files)."""
+"""The best trial of a search and the end-of-study summary table, from the trial records of
+:mod:`study.trials`. Ray-free (plain files)."""
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from . import storage
-
-
-@dataclass
-class TrialRecord:
-    trial_id: str
-    path: str
-    config: Dict[str, Any]
-    last: Dict[str, Any]               # the last line of Tune's result.json
-    n_results: int
-    error: bool
-
-    def finished(self, epochs: int) -> bool:
-        return not self.error and int(self.last.get("epoch", 0) or 0) >= epochs
-
-
-def read_trials(exp_dir: str) -> List[TrialRecord]:
-    """Every trial folder (one with Tune's ``params.json``) of an experiment folder."""
-    out = []
-    for d in storage.listdir(exp_dir):
-        path = storage.join(exp_dir, d)
-        params = storage.read_text(storage.join(path, "params.json"))
-        if params is None:
-            continue
-        text = storage.read_text(storage.join(path, "result.json")) or ""
-        lines = [l for l in text.splitlines() if l.strip()]
-        last: Dict[str, Any] = {}
-        if lines:
-            try:
-                last = json.loads(lines[-1])
-            except json.JSONDecodeError:  # a line cut by a crash: take the one before
-                last = json.loads(lines[-2]) if len(lines) > 1 else {}
-        out.append(TrialRecord(trial_id=last.get("trial_id", d), path=path,
-                               config=json.loads(params), last=last, n_results=len(lines),
-                               error=storage.exists(storage.join(path, "error.txt"))))
-    return out
-
-
-def get_path(cfg: Mapping[str, Any], path: Sequence[str]) -> Any:
-    v: Any = cfg
-    for k in path:
-        if not isinstance(v, Mapping) or k not in v:
-            return None
-        v = v[k]
-    return v
+from .trials import TrialRecord, get_path, read_trials  # noqa: F401  (re-exported)
 
 
 def best_trial(records: Sequence[TrialRecord], metric: str, mode: str,

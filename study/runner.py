@@ -1,64 +1,54 @@
-"""Running a study on Ray Tune: one ``tune.Tuner`` per cell and phase, in order
-search -> evaluation -> sweep, each a Tune experiment folder under ``<storage>/<name>/``.
+"""Running a study on Ray Tune: checks, the lock, the graph of experiments, the summary.
 
-The study folder holds
-
-- ``study.json``: the spec as analysis/ reads it (name, seeds, metric, cells, search_params...);
-- ``study_state.json``: which experiments finished and the best parameters of each cell, so
-  ``--resume`` skips finished phases and evaluates the same best configuration;
-- ``optuna.db``: one Optuna study per searched cell, named by the cell id (optional);
-- ``summary.json``: the end-of-study table;
-- one Tune experiment folder per cell and phase (``<cell>__search``, ``<cell>__eval``,
-  ``sweep_<param>__<cell>``), each with one folder per trial (Tune's ``params.json`` and
-  ``result.json``, the checkpoints, and ``run/``: the lci run's own files).
+``run_study`` is the whole sequence. Everything that can refuse the study (the spec, the
+folder, the data sets of every cell, the lock, the resources per trial) is checked before
+anything is written or any trial starts; then the experiments run at once where their inputs
+are ready (:mod:`study.scheduler`), each resumable from its own folder; the summary is read
+back from the trial folders (:mod:`study.trials`).
 """
 from __future__ import annotations
 
-import copy
 import logging
 import os
-import time
+import signal
+import threading
+import uuid
 from typing import Any, Callable, Dict, List, Optional
 
-from lci.config import TrainConfig
 from lci.errors import LCIError
 
-from . import storage
-from .results import Summary, best_trial, get_path, mean_std, read_trials
-from .spec import Cell, StudySpec, _set_path, with_params
+from . import storage, tune_compat
+from .concurrency import drop_gate, set_gate
+from .experiment import Experiment, ExperimentContext, StudyInterrupted, trial_dirname  # noqa: F401
+from .graph import ExperimentNode, build_graph
+from .lock import StudyLock
+from .progress import StudyProgress
+from .results import Summary, best_trial, get_path, mean_std
+from .scheduler import StudyScheduler
+from .spec import StudySpec
+from .state import StudyState
+from .trials import FAILED, read_trials
 
 logger = logging.getLogger(__name__)
-
-STATE_FILE = "study_state.json"
-
-
-class StudyInterrupted(LCIError):
-    """The study stopped before its trials finished (Ctrl-C); ``--resume`` continues it."""
-
-
-def trial_dirname(trial) -> str:
-    """Short trial folder names (the default embeds every parameter and breaks long paths)."""
-    return trial.trial_id
-
-
-def trial_name(trial) -> str:
-    return trial.trial_id
 
 
 def connect(address: Optional[str] = None, num_cpus: Optional[int] = None) -> bool:
     """Start local Ray (dashboard off) or join a cluster; returns whether we started it."""
     import ray
 
-    # Tune's classic reporter honours verbose=0; our ProgressCallback prints instead
+    # Tune's classic reporter honours verbose=0; our StudyProgress prints instead
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     # checkpoints every few epochs with num_to_keep set force frequent experiment snapshots;
     # that is expected here (small experiment state), not worth a warning per trial
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # a trial that ends on an error that would recur reports its reason without the metric
+    # (study.trials.FAILED_KEY); our searchers handle that result, Tune's strict check would not
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     if ray.is_initialized():
         return False
     # Trial workers' stdout/stderr stay in the Ray session's log files (log_to_driver=False):
-    # the console shows our progress lines, and a failed trial's reason from its error.txt.
+    # the console shows our progress lines, and a failed trial's reason.
     if address:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
     else:
@@ -69,7 +59,70 @@ def connect(address: Optional[str] = None, num_cpus: Optional[int] = None) -> bo
     return True
 
 
+# --------------------------------------------------------------------------- preflight checks
+def check_datasets(spec: StudySpec) -> None:
+    """Every data set of every cell exists, before Ray starts (the dry run too): a missing
+    file would fail every trial the same way."""
+    from lci.config import TrainConfig
+
+    try:
+        from lci.data import check_dataset
+    except ImportError:  # TODO(merge): lci.data.check_dataset lands with the data package
+        return
+
+    seen = set()
+    for cell in spec.cells:
+        cfg = TrainConfig.from_dict({k: v for k, v in cell.base.items()
+                                     if k in set(TrainConfig.field_names())})
+        key = (cfg.dataset, cfg.data_dir)
+        if key not in seen:
+            seen.add(key)
+            try:
+                check_dataset(cfg.resolved())
+            except LCIError as e:
+                raise LCIError(f"cell {cell.id}: {e}") from None
+
+
+def _slots(resources: Dict[str, float], cpu: float, gpu: float) -> int:
+    """Trials of (cpu, gpu) that fit in ``resources`` at once."""
+    fits = []
+    if cpu > 0:
+        fits.append(int(resources.get("CPU", 0) // cpu))
+    if gpu > 0:
+        fits.append(int(resources.get("GPU", 0) // gpu))
+    return min(fits) if fits else 0
+
+
+def _autoscaling() -> bool:
+    """Whether the connected cluster has an autoscaler (it publishes its status in the GCS)."""
+    try:
+        from ray.experimental.internal_kv import _internal_kv_get
+
+        return _internal_kv_get("__autoscaling_status") is not None
+    except Exception:
+        return False
+
+
+def check_resources(spec: StudySpec) -> int:
+    """A trial's resources must fit on one node of the cluster (or one it can scale to);
+    returns the cluster's slots for such trials now. Raises :class:`LCIError` with the numbers."""
+    import ray
+
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    if not any(_slots(r, spec.cpu, spec.gpu) for r in nodes):
+        have = ", ".join(f"{r.get('CPU', 0):g} CPU / {r.get('GPU', 0):g} GPU" for r in nodes)
+        msg = (f"each trial needs cpu={spec.cpu:g} gpu={spec.gpu:g}, but no node of the cluster "
+               f"has that much (nodes: {have or 'none'}); lower `resources:` in the spec")
+        if not _autoscaling():
+            raise LCIError(msg)
+        logger.warning("%s, unless the autoscaler adds a larger node", msg)
+    return _slots(ray.cluster_resources(), spec.cpu, spec.gpu)
+
+
+# ------------------------------------------------------------------------------------ runner
 class StudyRunner:
+    """Runs the graph of one study; owns the state store and the study's shared objects."""
+
     def __init__(self, spec: StudySpec, *, resume: bool = False,
                  max_concurrent: Optional[int] = None, echo: Callable[[str], None] = print):
         self.spec = spec
@@ -77,334 +130,205 @@ class StudyRunner:
         self.max_concurrent = max_concurrent or spec.max_concurrent
         self.echo = echo
         self.dir = spec.study_dir
-        self.state: Dict[str, Any] = {"experiments": {}, "best": {}}
-        self._trainable = None
-        self._optuna = None
-        self._prepared = False
+        self.state = StudyState(self.dir)
+        self.nodes = build_graph(spec)
+        self.key = f"{self.dir}#{uuid.uuid4().hex[:8]}"
+        self.slots: Optional[int] = None
+        self._progress: Optional[StudyProgress] = None
 
-    # ----------------------------------------------------------------------------- setup
-    @property
-    def trainable(self):
-        # one object for every Tuner and Tuner.restore (the same with_resources wrapping)
-        if self._trainable is None:
-            from trainables import make_trainable
+    # --------------------------------------------------------------------------- setup
+    def check(self) -> None:
+        """Everything that can refuse the study without writing anything."""
+        if not storage.is_uri(self.dir):
+            from lci.outputs import check_writable
 
-            self._trainable = make_trainable(cpu=self.spec.cpu, gpu=self.spec.gpu)
-        return self._trainable
-
-    @property
-    def optuna_storage(self):
-        if self._optuna is None:
-            from .searcher import optuna_storage
-
-            self._optuna = [optuna_storage(self.spec.optuna_storage, self.dir)]
-        return self._optuna[0]
-
-    def _state_path(self) -> str:
-        return storage.join(self.dir, STATE_FILE)
-
-    def _save_state(self) -> None:
-        storage.write_json(self._state_path(), self.state)
+            parent = os.path.dirname(self.dir.rstrip("/")) or "."
+            if not os.path.isdir(self.dir):
+                check_writable(parent)  # a probe file, removed again
+        self.state.check(self.spec.to_json(), self.resume)
+        check_datasets(self.spec)
 
     def prepare(self) -> None:
-        """Create the study folder, or check that an existing one is this study (--resume)."""
-        info = self.spec.to_json()
-        if not storage.is_uri(self.dir):
-            # a read-only path or a full disk fails here, before Ray starts or anything trains
-            from lci.outputs import check_writable
-            check_writable(self.dir)
-        old = storage.read_json(storage.join(self.dir, "study.json"))
-        if old is not None:
-            if not self.resume:
-                raise LCIError(f"{self.dir} already holds study {old.get('name')!r}; pass --resume "
-                               "to continue it, or choose another --storage or study name")
-            diffs = [k for k in ("cells", "search", "sweep", "seed_values", "experiments",
-                                 "scheduler", "search_params")
-                     if _jsonish(old.get(k)) != _jsonish(info.get(k))]
-            if diffs:
-                raise LCIError(f"--resume: the spec differs from the study in {self.dir} "
-                               f"(changed: {', '.join(diffs)}); resume with the same spec, or "
-                               "start a new study under another name or storage")
-            st = storage.read_json(self._state_path())
-            if st:
-                self.state = st
-        elif self.resume:
+        if self.resume and storage.read_json(self.state.path("study.json")) is None:
             self.echo(f"nothing to resume in {self.dir}; starting the study")
-        storage.write_json(storage.join(self.dir, "study.json"), info)
-        self._save_state()
-        self._prepared = True
+        self.state.open(self.spec.to_json())
 
-    # ------------------------------------------------------------------------------- run
+    def context(self) -> ExperimentContext:
+        from trainables import make_trainable
+
+        from .searcher import optuna_storage
+
+        opt = optuna_storage(self.spec.optuna_storage, self.dir) if self.spec.search else None
+        return ExperimentContext(spec=self.spec, trainable=make_trainable(cpu=self.spec.cpu,
+                                                                          gpu=self.spec.gpu),
+                                 optuna_storage=opt, key=self.key)
+
+    # ------------------------------------------------------------------------------ run
     def run(self) -> Summary:
-        if not self._prepared:
-            self.prepare()
         spec = self.spec
         counts = spec.trial_counts()
-        self.echo(f"study {spec.name}: {len(spec.cells)} cells, {counts['total']} trials "
-                  f"(search {counts['search']}, evaluation {counts['evaluation']}, "
-                  f"sweep {counts['sweep']}) -> {self.dir}")
-        if self.spec.search and self.optuna_storage is not None and not storage.is_uri(self.dir):
+        self.echo(f"study {spec.name}: {len(spec.cells)} cells, {len(self.nodes)} experiments, "
+                  f"{counts['total']} trials (search {counts['search']}, evaluation "
+                  f"{counts['evaluation']}, sweep {counts['sweep']}) -> {self.dir}")
+        ctx = self.context()
+        if ctx.optuna_storage is not None and not storage.is_uri(self.dir):
             self.echo(f"  watch the searches: optuna-dashboard sqlite:///{self.dir}/optuna.db")
-        phases = ([(c, "search") for c in spec.search_cells()]
-                  + [(c, "evaluation") for c in spec.eval_cells()]
-                  + [(c, "sweep") for c in spec.sweep_cells()])
-        for i, (cell, phase) in enumerate(phases, 1):
-            getattr(self, f"_{phase}")(cell, f"[{i}/{len(phases)}]")
+        done_before = sum(n.trials for n in self.nodes if self.state.experiment_done(n.name))
+        self._progress = StudyProgress(self.key, counts["total"], done_before, echo=self.echo)
+        set_gate(self.key, self.max_concurrent)
+        stop = tune_compat.install_stop_event()
+        sched = StudyScheduler(self.nodes, lambda n: self._run_node(n, ctx),
+                               done=lambda n: self.state.experiment_done(n.name), stop=stop,
+                               demand=self._demand, target_demand=self._target_demand)
+        try:
+            sched.run()
+        except StudyInterrupted:
+            raise StudyInterrupted(
+                f"study {spec.name} stopped; its finished trials are kept. Continue with "
+                f"`lci sweep {spec.source or spec.name} --storage {spec.storage} --resume`"
+            ) from None
+        finally:
+            self._progress.close()
+            drop_gate(self.key)
+        if stop.is_set():  # a signal arrived as the last experiment ended
+            raise StudyInterrupted(f"study {spec.name} stopped; continue with --resume")
         summary = self.summary()
-        storage.write_json(storage.join(self.dir, "summary.json"), summary.to_json())
+        self.state.write_summary(summary.to_json())
         return summary
 
-    def _threads(self) -> int:
-        return int(self.spec.fixed.get("threads") or max(1, int(self.spec.cpu)))
+    def _demand(self, running: List[ExperimentNode]) -> int:
+        """Trials of the running experiments that have not ended yet."""
+        p = self._progress
+        ended = p.ended_by_experiment() if p is not None else {}
+        return sum(max(0, n.trials - ended.get(n.name, 0)) for n in running)
 
-    def _labels(self, cell: Cell, phase: str) -> Dict[str, Any]:
-        return {"cell": cell.id, "phase": phase, "study": self.spec.name}
+    def _target_demand(self) -> Optional[int]:
+        slots = self.slots
+        if self.max_concurrent:
+            slots = min(slots, self.max_concurrent) if slots else self.max_concurrent
+        return None if not slots else 2 * slots
 
-    def _epochs(self, cfg: Dict[str, Any]) -> int:
-        return int(TrainConfig.from_dict(cfg).resolved().epochs)
+    def _run_node(self, node: ExperimentNode, ctx: ExperimentContext) -> None:
+        exp = Experiment(node, ctx)
+        params = {} if node.phase == "search" else self.chosen_params(node.cell)
+        records = exp.run(params, self._progress.experiment_line)
+        out = exp.outcome(records)
+        if node.phase == "search":
+            self._record_best(node, exp, records)
+        self.state.set_experiment(node.name, status="done" if not out["failed"] else "errors",
+                                  **out)
+        tail = f", {out['failed']} failed (see error.txt in their folders)" if out["failed"] else ""
+        self._progress.experiment_line(f"{node.name}: done, {out['finished']} of "
+                                       f"{out['trials']} trials finished{tail}")
 
-    def chosen_params(self, cell: Cell) -> Dict[str, Any]:
+    def _record_best(self, node: ExperimentNode, exp: Experiment, records) -> None:
+        search = self.spec.search
+        epochs = exp.epochs(exp.base_config({}))
+        best = best_trial(records, search.metric, search.mode, epochs)
+        if best is None:
+            self._progress.experiment_line(f"  {node.cell.id}: no search trial finished; "
+                                           "evaluating the fixed settings")
+            self.state.set_best(node.cell.id, None)
+            return
+        params = {p.name: get_path(best.config, p.path) for p in node.cell.search_params}
+        self.state.set_best(node.cell.id, {"params": params,
+                                           search.metric: best.last[search.metric],
+                                           "trial_id": best.trial_id, "experiment": node.name})
+        self._progress.experiment_line(
+            f"  {node.cell.id}: best {search.metric}={best.last[search.metric]:.4f} "
+            + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                       for k, v in params.items()))
+
+    def chosen_params(self, cell) -> Dict[str, Any]:
         """The cell's parameters for evaluation and sweeps: the spec's fixed search values
         and the best searched ones."""
         params = {p.name: p.value for p in cell.fixed_params}
-        best = self.state["best"].get(cell.id)
+        best = self.state.best(cell.id)
         if best:
             params.update(best["params"])
         return params
 
-    # --------------------------------------------------------------------------- phases
-    def _search(self, cell: Cell, step: str) -> None:
-        from .searcher import make_searcher
-
-        spec, search = self.spec, self.spec.search
-        name = spec.experiment_name(cell, "search")
-        base = spec.phase_config(cell, "search")
-        base.setdefault("threads", self._threads())
-        epochs = self._epochs(base)
-
-        def new_tuner():
-            searcher = make_searcher(cell.search_params, metric=search.metric, mode=search.mode,
-                                     seed=search.seed, n_startup_trials=search.startup_trials,
-                                     epochs=epochs, study_name=cell.id,
-                                     storage=self.optuna_storage)
-            scheduler = None
-            if spec.scheduler is not None:
-                # ASHA stops weak trials at its rungs. Those trials reach the searcher with a
-                # truncated score; TruncationAwareOptunaSearch tells Optuna they were PRUNED,
-                # not COMPLETE, so TPE does not learn from truncated scores. ASHA is used in
-                # the search phase only: evaluation and sweeps must run every seed to the end.
-                from ray.tune.schedulers import ASHAScheduler
-
-                scheduler = ASHAScheduler(time_attr="epoch",
-                                          max_t=spec.scheduler.max_t or epochs,
-                                          grace_period=spec.scheduler.grace_period,
-                                          reduction_factor=spec.scheduler.reduction_factor)
-            return self._tuner(name, {**base, **self._labels(cell, "search")}, search.trials,
-                               metric=search.metric, mode=search.mode, search_alg=searcher,
-                               scheduler=scheduler,
-                               max_concurrent=_smallest(search.max_concurrent,
-                                                        self.max_concurrent))
-
-        def fresh_start():
-            if self.optuna_storage is not None:  # the Optuna study restarts with the Tune one
-                import optuna
-
-                try:
-                    optuna.delete_study(study_name=cell.id, storage=self.optuna_storage)
-                except KeyError:
-                    pass
-
-        records = self._experiment(name, f"{step} {cell.id} search", search.trials,
-                                   search.metric, search.mode, new_tuner, fresh_start)
-        if records is None:
-            return
-        best = best_trial(records, search.metric, search.mode, epochs)
-        if best is None:
-            self.echo(f"  {cell.id}: no search trial finished; evaluating the fixed settings")
-            self.state["best"].pop(cell.id, None)
-        else:
-            params = {p.name: get_path(best.config, p.path) for p in cell.search_params}
-            self.state["best"][cell.id] = {"params": params, search.metric: best.last[search.metric],
-                                           "trial_id": best.trial_id, "experiment": name}
-            self.echo(f"  {cell.id}: best {search.metric}={best.last[search.metric]:.4f} "
-                      + " ".join(f"{k}={v:.4g}" for k, v in params.items()))
-        self._save_state()
-
-    def _evaluation(self, cell: Cell, step: str) -> None:
-        from ray import tune
-
-        spec = self.spec
-        name = spec.experiment_name(cell, "evaluation")
-        cfg = with_params(spec.phase_config(cell, "evaluation"), self.chosen_params(cell))
-        cfg.setdefault("threads", self._threads())
-        space = {**cfg, **self._labels(cell, "evaluation"),
-                 "seed": tune.grid_search(list(spec.evaluation.seeds))}
-        self._experiment(name, f"{step} {cell.id} eval", len(spec.evaluation.seeds),
-                         spec.evaluation.metric, "max",
-                         lambda: self._tuner(name, space, 1, metric=spec.evaluation.metric,
-                                             mode="max"))
-
-    def _sweep(self, cell: Cell, step: str) -> None:
-        from ray import tune
-
-        spec, sw = self.spec, self.spec.sweep
-        name = spec.experiment_name(cell, "sweep")
-        cfg = with_params(spec.phase_config(cell, "sweep"), self.chosen_params(cell))
-        cfg.setdefault("threads", self._threads())
-        space = {**copy.deepcopy(cfg), **self._labels(cell, "sweep"),
-                 "seed": tune.grid_search(list(sw.seeds))}
-        _set_path(space, sw.param.path, tune.grid_search(sw.values))
-        self._experiment(name, f"{step} {cell.id} sweep {sw.param.name}",
-                         len(sw.values) * len(sw.seeds), sw.metric, "max",
-                         lambda: self._tuner(name, space, 1, metric=sw.metric, mode="max"))
-
-    # ------------------------------------------------------------------------ machinery
-    def _tuner(self, name: str, param_space: Dict[str, Any], num_samples: int, *, metric: str,
-               mode: str, search_alg=None, scheduler=None, max_concurrent: Optional[int] = None):
-        from ray import tune
-
-        from .progress import ProgressCallback
-
-        total = num_samples if search_alg is not None else _grid_size(param_space)
-        return tune.Tuner(
-            self.trainable,
-            param_space=param_space,
-            tune_config=tune.TuneConfig(
-                metric=metric, mode=mode, search_alg=search_alg, scheduler=scheduler,
-                num_samples=num_samples, max_concurrent_trials=max_concurrent or self.max_concurrent,
-                # a worker process that runs several trials keeps its memoized data sets
-                reuse_actors=True,
-                trial_dirname_creator=trial_dirname, trial_name_creator=trial_name),
-            run_config=tune.RunConfig(
-                name=name, storage_path=self.dir, verbose=0,
-                failure_config=tune.FailureConfig(max_failures=self.spec.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=self.spec.keep_checkpoints),
-                callbacks=[ProgressCallback(name, total, metric, mode)]))
-
-    def _experiment(self, name: str, label: str, expected: int, metric: str, mode: str,
-                    new_tuner: Callable[[], Any],
-                    fresh_start: Optional[Callable[[], None]] = None) -> Optional[List]:
-        """Run (or resume, or skip) one experiment; returns its trial records."""
-        from ray import tune
-
-        path = storage.join(self.dir, name)
-        st = self.state["experiments"].get(name)
-        if st and st.get("status") == "done":
-            self.echo(f"{label}: finished earlier, skipped")
-            return read_trials(path)
-        t0 = time.time()
-        if storage.exists(path) and tune.Tuner.can_restore(path):
-            self.echo(f"{label}: resuming {path}")
-            tuner = tune.Tuner.restore(path, self.trainable, resume_unfinished=True,
-                                       resume_errored=True)
-        else:
-            if storage.exists(path):  # started, but died before Tune saved any state
-                storage.remove_tree(path)
-            if fresh_start is not None:
-                fresh_start()
-            self.echo(f"{label}: {expected} trials")
-            tuner = new_tuner()
-        tuner.fit()
-        records = read_trials(path)
-        n_err = sum(r.error for r in records)
-        finished = _finished_trials(path)
-        if finished < expected:  # Ctrl-C: Tune stopped early and saved its state
-            self._save_state()
-            raise StudyInterrupted(
-                f"{label} stopped with {finished} of {expected} trials finished; continue with "
-                f"`lci sweep <spec> --storage {self.spec.storage} --resume`")
-        self.state["experiments"][name] = {"status": "done" if not n_err else "errors",
-                                           "trials": len(records), "errors": n_err,
-                                           "wall_s": round(time.time() - t0, 1)}
-        self._save_state()
-        if n_err:
-            self.echo(f"{label}: {n_err} trial(s) failed (see error.txt in their folders)")
-        return records
-
-    # ---------------------------------------------------------------------------- report
+    # --------------------------------------------------------------------------- report
     def summary(self) -> Summary:
         spec = self.spec
         metric = spec.evaluation.metric
         s = Summary(self.dir, metric)
-        for cell in spec.eval_cells():
-            recs = read_trials(storage.join(self.dir, spec.experiment_name(cell, "evaluation")))
-            s.errors += sum(r.error for r in recs)
-            done = [r for r in recs if not r.error]
-            row = {"cell": cell.id, "method": cell.method, "noise": cell.noise,
-                   "robust_loss": cell.robust_loss, "params": self.chosen_params(cell),
-                   metric: mean_std([r.last.get(metric) for r in done]),
-                   "seeds": sorted(r.config.get("seed") for r in done)}
-            best = self.state["best"].get(cell.id)
-            if best and spec.search:
-                row["search_" + spec.search.metric] = best.get(spec.search.metric)
-            s.cells.append(row)
-        for cell in spec.sweep_cells():
-            sw = spec.sweep
-            recs = read_trials(storage.join(self.dir, spec.experiment_name(cell, "sweep")))
-            s.errors += sum(r.error for r in recs)
-            points = []
-            for v in sw.values:
-                vals = [r.last.get(sw.metric) for r in recs
-                        if not r.error and get_path(r.config, sw.param.path) == v]
-                points.append({"value": v, **mean_std(vals)})
-            s.sweeps.append({"cell": cell.id, "param": sw.param.name, "metric": sw.metric,
-                             "points": points})
-        for cell in spec.search_cells():
-            s.errors += sum(r.error for r in read_trials(
-                storage.join(self.dir, spec.experiment_name(cell, "search"))))
+        for node in self.nodes:
+            recs = read_trials(storage.join(self.dir, node.name))
+            failed = [r for r in recs if r.status() == FAILED]
+            s.errors += len(failed)
+            done = [r for r in recs if r.finished()]
+            cell = node.cell
+            if node.phase == "evaluation":
+                row = {"cell": cell.id, "method": cell.method, "noise": cell.noise,
+                       "robust_loss": cell.robust_loss, "params": self.chosen_params(cell),
+                       metric: mean_std([r.last.get(metric) for r in done]),
+                       "seeds": sorted(r.config.get("seed") for r in done)}
+                best = self.state.best(cell.id)
+                if best and spec.search:
+                    row["search_" + spec.search.metric] = best.get(spec.search.metric)
+                s.cells.append(row)
+            elif node.phase == "sweep":
+                sw = spec.sweep
+                points = [{"value": v, **mean_std([r.last.get(sw.metric) for r in done
+                                                   if get_path(r.config, sw.param.path) == v])}
+                          for v in sw.values]
+                s.sweeps.append({"cell": cell.id, "param": sw.param.name, "metric": sw.metric,
+                                 "points": points})
         return s
 
 
-def _smallest(*caps: Optional[int]) -> Optional[int]:
-    """The tightest of the concurrency caps that are set (None: no cap)."""
-    given = [c for c in caps if c]
-    return min(given) if given else None
+# ----------------------------------------------------------------------------- entry point
+class _Signals:
+    """SIGINT and SIGTERM (how schedulers and ``kill`` stop jobs) both stop the study the way
+    Ctrl-C stops one Tune run: every running experiment saves its state, the driver exits 130
+    (SIGINT) or 143 (SIGTERM) with the ``--resume`` line."""
 
+    def __init__(self):
+        self.received: Optional[int] = None
+        self._old: Dict[int, Any] = {}
 
-def _finished_trials(path: str) -> int:
-    """Trials TERMINATED or ERROR in the experiment state Tune saved last. (The ResultGrid of
-    an interrupted ``fit()`` reports its stopped trials as terminated; the saved state has
-    them PENDING, which is what ``Tuner.restore`` resumes. A trial ASHA stopped is TERMINATED.)"""
-    from ray import tune
+    def __enter__(self) -> "_Signals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
 
-    quiet = logging.getLogger("ray.tune.analysis.experiment_analysis")
-    level = quiet.level
-    quiet.setLevel(logging.CRITICAL)  # trials without results yet are expected here
-    try:
-        trials = tune.ExperimentAnalysis(path).trials
-    finally:
-        quiet.setLevel(level)
-    return sum(t.status in ("TERMINATED", "ERROR") for t in trials)
+    def _handle(self, signum, frame) -> None:
+        if self.received is not None:  # a second Ctrl-C: stop waiting for the snapshots
+            raise KeyboardInterrupt
+        self.received = signum
+        tune_compat.STOP.set()
 
-
-def _grid_size(space: Any) -> int:
-    """Trials of a param_space made of grid_search values."""
-    n = 1
-    if isinstance(space, dict):
-        if set(space) == {"grid_search"}:
-            return len(space["grid_search"])
-        for v in space.values():
-            n *= _grid_size(v)
-    return n
-
-
-def _jsonish(v: Any) -> Any:
-    import json
-
-    return json.loads(json.dumps(v, default=str, sort_keys=True))
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
 
 
 def run_study(spec: StudySpec, *, address: Optional[str] = None, resume: bool = False,
               max_concurrent: Optional[int] = None, num_cpus: Optional[int] = None,
               echo: Callable[[str], None] = print) -> Summary:
     """Run a whole study on local Ray (or the cluster at ``address``); Ray is shut down
-    afterwards only if this call started it."""
+    afterwards only if this call started it. A refused study writes nothing."""
     runner = StudyRunner(spec, resume=resume, max_concurrent=max_concurrent, echo=echo)
-    runner.prepare()  # a study folder that is in the way fails here, before Ray starts
-    started = connect(address, num_cpus)
+    runner.check()
+    lock = StudyLock(runner.dir, echo=echo)
+    lock.acquire()  # a second driver is refused here, before Ray starts
+    started = False
+    prepared = False
     try:
-        return runner.run()
+        started = connect(address, num_cpus)
+        runner.slots = check_resources(spec)
+        runner.prepare()
+        prepared = True
+        with _Signals() as sig:
+            try:
+                return runner.run()
+            except StudyInterrupted as e:
+                e.signal = sig.received  # type: ignore[attr-defined]
+                raise
     finally:
+        lock.release(remove_dir=not prepared)
         if started:
             import ray
 

@@ -11,9 +11,12 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import optuna
 from optuna.trial import TrialState
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from .concurrency import gate
 from .spec import Param
+from .trials import FAILED_KEY
 
 logger = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # no line per created study / trial
@@ -53,21 +56,32 @@ class TruncationAwareOptunaSearch(OptunaSearch):
     trial pruned by an Optuna pruner. Errored trials stay FAIL.
     """
 
-    def __init__(self, *args, epochs: int, **kwargs):
+    def __init__(self, *args, epochs: int, gate_key: Optional[str] = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.epochs = int(epochs)
+        self.gate_key = gate_key  # the study-wide cap (study.concurrency); a key, not the gate
+
+    def suggest(self, trial_id: str) -> Optional[Dict]:
+        if trial_id not in self._ot_trials and not gate(self.gate_key).acquire(trial_id):
+            return None  # the study runs max_concurrent trials already: Tune asks again later
+        return super().suggest(trial_id)
 
     def on_trial_result(self, trial_id: str, result: Dict) -> None:
         if trial_id not in self._ot_trials:  # e.g. a trial restored without searcher state
             return
+        if FAILED_KEY in result or self.metric not in result:
+            return  # the trial's last word on an error that would recur: no value to report
         super().on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: Optional[Dict] = None,
                           error: bool = False) -> None:
+        gate(self.gate_key).release(trial_id)
         if trial_id not in self._ot_trials:  # not asked by this searcher (see above)
             return
         if trial_id in self._completed_trials:
             return super().on_trial_complete(trial_id, result, error)  # logs and ignores
+        if result and FAILED_KEY in result:  # ended on an error that would recur: FAIL
+            return super().on_trial_complete(trial_id, None, error=True)
         epoch = (result or {}).get("epoch")
         if not error and result and epoch is not None and int(epoch) < self.epochs:
             ot_trial = self._ot_trials[trial_id]
@@ -86,15 +100,96 @@ class TruncationAwareOptunaSearch(OptunaSearch):
             return
         super().on_trial_complete(trial_id, result, error)
 
+    def restore(self, checkpoint_path: str) -> None:
+        """Restore, then repair what a crashed driver can leave behind: Optuna trials still
+        RUNNING in the storage that this searcher never recorded (asked for after Tune's last
+        snapshot of the searcher) would stay RUNNING forever; they are marked FAIL. The
+        unfinished trials it did record are resumed by Tune and hold a slot of the cap."""
+        super().restore(checkpoint_path)
+        self.repair_orphans()
+        for tid in self._ot_trials:
+            if tid not in self._completed_trials:
+                gate(getattr(self, "gate_key", None)).hold(tid)
+
+    def repair_orphans(self) -> int:
+        known = {t._trial_id for t in self._ot_trials.values()}
+        n = 0
+        for t in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if t._trial_id not in known:
+                self._ot_study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+                n += 1
+        if n:
+            logger.warning("marked %d Optuna trial(s) of %s FAIL: left RUNNING by a driver "
+                           "that stopped before Tune saved them", n, self._study_name)
+        return n
+
+
+class ConfigListSearcher(Searcher):
+    """The trials of an evaluation or a sweep: a fixed list of configs (seeds x values), each
+    suggested once, in order, through the study-wide gate (see :mod:`study.concurrency`).
+    A grid in ``param_space`` would do the same without the gate."""
+
+    def __init__(self, configs: List[Dict[str, Any]], *, metric: str, mode: str = "max",
+                 gate_key: Optional[str] = None):
+        super().__init__(metric=metric, mode=mode)
+        self.configs = list(configs)
+        self.next = 0
+        self.gate_key = gate_key
+        self.live: List[str] = []
+
+    def suggest(self, trial_id: str) -> Optional[Dict]:
+        if self.next >= len(self.configs):
+            return Searcher.FINISHED
+        if not gate(self.gate_key).acquire(trial_id):
+            return None
+        self.next += 1
+        self.live.append(trial_id)
+        return dict(self.configs[self.next - 1])
+
+    def on_trial_complete(self, trial_id: str, result: Optional[Dict] = None,
+                          error: bool = False) -> None:
+        gate(self.gate_key).release(trial_id)
+        if trial_id in self.live:
+            self.live.remove(trial_id)
+
+    def save(self, checkpoint_path: str) -> None:
+        import pickle
+
+        with open(checkpoint_path, "wb") as fh:
+            pickle.dump({"configs": self.configs, "next": self.next, "live": self.live,
+                         "gate_key": self.gate_key}, fh)
+
+    def restore(self, checkpoint_path: str) -> None:
+        import pickle
+
+        with open(checkpoint_path, "rb") as fh:
+            state = pickle.load(fh)
+        self.configs, self.next = state["configs"], state["next"]
+        self.live, self.gate_key = state["live"], state["gate_key"]
+        for tid in self.live:  # resumed by Tune: they run, so they count
+            gate(self.gate_key).hold(tid)
+
+
+def make_sampler(seed: int, n_startup_trials: int) -> "optuna.samplers.TPESampler":
+    """Seeded TPE for trials that run in parallel. ``constant_liar`` makes TPE treat running
+    trials as bad results, so concurrent suggestions spread out instead of collapsing onto
+    one point; ``multivariate`` models the parameters jointly (m, λ, ρ, α interact). Both are
+    set here explicitly: their defaults differ between Optuna versions."""
+    with warnings.catch_warnings():  # both options are flagged experimental by Optuna
+        warnings.simplefilter("ignore")
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials,
+                                          constant_liar=True, multivariate=True)
+
 
 def make_searcher(params: Sequence[Param], *, metric: str, mode: str, seed: int,
                   n_startup_trials: int, epochs: int, study_name: str,
-                  storage: Optional["optuna.storages.BaseStorage"]) -> TruncationAwareOptunaSearch:
+                  storage: Optional["optuna.storages.BaseStorage"],
+                  gate_key: Optional[str] = None) -> TruncationAwareOptunaSearch:
     """A seeded-TPE searcher for one cell; ``storage`` None keeps the study in memory."""
-    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials)
     return TruncationAwareOptunaSearch(
-        space=SearchSpace(params), metric=metric, mode=mode, sampler=sampler,
-        study_name=study_name, storage=storage, epochs=epochs)
+        space=SearchSpace(params), metric=metric, mode=mode,
+        sampler=make_sampler(seed, n_startup_trials), study_name=study_name,
+        storage=storage, epochs=epochs, gate_key=gate_key)
 
 
 def optuna_storage(setting: str, study_dir: str) -> Optional["optuna.storages.RDBStorage"]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from typing import Any, List, Optional, Tuple
 
 
@@ -44,7 +45,8 @@ def write_text(path: str, text: str) -> None:
     """Write atomically where the filesystem allows (local: temp file + rename)."""
     if not is_uri(path):
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        tmp = path + ".tmp"
+        # a name of its own per process and thread: two writers never share a temp file
+        tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
         with open(tmp, "w") as fh:
             fh.write(text)
         os.replace(tmp, path)

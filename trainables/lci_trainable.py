@@ -26,15 +26,13 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 from ray import tune
 
 from lci.config import TrainConfig
+from lci.errors import FAILED_KEY, RECURRING_ERRORS
+from lci.fitloop import train_loop
 from lci.trainer import Trainer
 
 #: Config keys a study adds to every trial besides the TrainConfig fields. They label the trial
 #: in ``params.json`` (for analysis/) and are stripped before ``TrainConfig.from_dict``.
 TRIAL_EXTRA_KEYS = ("cell", "phase", "study")
-#: Test hook (extra config keys, stripped like the others): the first attempt of the trial
-#: raises after epoch ``__fail_once_after``; a marker file in ``__fail_marker_dir`` (absolute)
-#: makes the retry pass. Used to test restore-from-checkpoint with a real Ray.
-FAIL_ONCE_KEY, FAIL_MARKER_KEY = "__fail_once_after", "__fail_marker_dir"
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
@@ -58,31 +56,19 @@ def _cpu_share() -> int:
     return max(1, int(math.floor(cpus))) if cpus else 1
 
 
-def _maybe_fail_once(epoch: int, extras: Mapping[str, Any]) -> None:
-    """The test hook above; does nothing unless the trial config asks for it."""
-    after = extras.get(FAIL_ONCE_KEY)
-    if after is None or epoch != int(after):
-        return
-    marker_dir = extras[FAIL_MARKER_KEY]
-    marker = os.path.join(marker_dir, f"failed-once-{tune.get_context().get_trial_id()}")
-    if not os.path.exists(marker):
-        os.makedirs(marker_dir, exist_ok=True)
-        open(marker, "w").close()
-        raise RuntimeError(f"injected failure after epoch {epoch} ({FAIL_ONCE_KEY})")
-
-
 def train_lci(config: Dict[str, Any]) -> None:
     """Tune function trainable: train one lci run, reporting every epoch."""
     # one line per checkpoint from Ray's storage layer would flood the driver's console
     logging.getLogger("ray.train").setLevel(logging.WARNING)
-    cfg, extras = split_config(config)
-    if cfg.threads == 0:
-        # the trial's CPU share; a study sets `threads` itself, this covers direct Tuner use
-        cfg = cfg.replace(threads=_cpu_share())
     # The run folder lives in a private temporary directory (never the trial's cwd, which
     # Tune moves): each checkpoint report uploads a copy of it to the experiment storage.
     run_dir = tempfile.mkdtemp(prefix="lci-trial-")
+    trainer = None
     try:
+        cfg, _ = split_config(config)
+        if cfg.threads == 0:
+            # the trial's CPU share; a study sets `threads` itself, this covers direct Tuner use
+            cfg = cfg.replace(threads=_cpu_share())
         checkpoint = tune.get_checkpoint()
         if checkpoint is None and _replay_finished_run(cfg):
             return
@@ -91,24 +77,39 @@ def train_lci(config: Dict[str, Any]) -> None:
             # restored after a failure or from an interrupted study: continue from its epoch
             with checkpoint.as_directory() as d:
                 trainer.load_checkpoint(os.path.join(d, CHECKPOINT_FILE))
-        every = trainer.cfg.checkpoint_every
-        while not trainer.done:
-            metrics = trainer.train_epoch()  # DivergenceError fails this trial alone
-            if trainer.done:
-                # the last report: final extras (best_test_acc, wall_s, ...) and the full run folder
-                final = trainer.finish()
-                trainer.save_checkpoint(os.path.join(run_dir, CHECKPOINT_FILE))
+
+        def save(tr: Trainer) -> None:
+            tr.save_checkpoint(os.path.join(run_dir, CHECKPOINT_FILE))
+
+        def report(tr: Trainer, metrics: Dict[str, float], final: Optional[Dict[str, Any]],
+                   saved: bool) -> None:
+            if final is not None:  # the last report: final extras and the full run folder
                 _publish_run_files(run_dir)
-                tune.report({**final, **metrics},
-                            checkpoint=tune.Checkpoint.from_directory(run_dir))
-            elif every and trainer.epoch % every == 0:
-                trainer.save_checkpoint(os.path.join(run_dir, CHECKPOINT_FILE))
-                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(run_dir))
-            else:
-                tune.report(metrics)
-            _maybe_fail_once(trainer.epoch, extras)
+                metrics = {**final, **metrics}
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(run_dir)
+                        if saved else None)
+
+        train_loop(trainer, checkpoint=save, report=report)
+    except RECURRING_ERRORS as e:
+        # bad input or divergence: a retry would fail the same way, so the trial ends here,
+        # with its reason in error.txt and in its last result (study.trials reads both)
+        reason = f"{type(e).__name__}: {e}"
+        _write_error(reason)
+        tune.report({FAILED_KEY: reason, "epoch": trainer.epoch if trainer is not None else 0})
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _write_error(reason: str) -> None:
+    """The one-line reason into ``<trial folder>/error.txt`` in the experiment storage."""
+    try:
+        st = tune.get_context().get_storage()
+        with st.storage_filesystem.open_output_stream(f"{st.trial_fs_path}/error.txt") as fh:
+            fh.write((reason + "\n").encode())
+    except Exception as e:  # the reason still reaches the driver in the last result
+        import warnings
+
+        warnings.warn(f"could not write error.txt: {e}")
 
 
 RUN_FILES = ("config.json", "history.csv", "result.json", "label_issues.csv")

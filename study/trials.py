@@ -1,0 +1,130 @@
+"""The one reader of Tune trial folders, and the one definition of a trial's outcome.
+
+``study/`` (best trial of a search, the end-of-study summary, resume) and ``analysis/`` (tidy
+frames, tables, counts of missing seeds) both read trials through :func:`read_trials`, so a
+trial is counted the same way everywhere:
+
+- **finished**: its last result reached the planned number of epochs. This holds even when
+  the folder has an ``error.txt``: Tune leaves one behind after a failure it recovered from
+  (the trial was restarted from its checkpoint and then ran to the end).
+- **failed**: not finished, and an ``error.txt`` says why (Tune's traceback after the last
+  retry, or the one-line reason the trainable writes for an error that would recur).
+- **stopped**: not finished, no error, ended by a scheduler (ASHA) before its last epoch.
+- **incomplete**: none of the above: still running, or interrupted (``--resume`` continues it).
+
+Ray-free (plain files, local or ``s3://`` through :mod:`study.storage`).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, Optional
+
+from lci.errors import FAILED_KEY
+
+from . import storage
+
+FINISHED, FAILED, STOPPED, INCOMPLETE = "finished", "failed", "stopped", "incomplete"
+ERROR_FILE = "error.txt"
+
+
+@dataclass
+class TrialRecord:
+    trial_id: str
+    path: str
+    config: Dict[str, Any]
+    last: Dict[str, Any]               # the last line of Tune's result.json
+    n_results: int
+    error_text: Optional[str]          # error.txt, when there is one
+
+    @property
+    def epoch(self) -> int:
+        return int(self.last.get("epoch", 0) or 0)
+
+    @property
+    def error(self) -> bool:
+        """Kept for callers that only ask "is there an error file" (use :meth:`status`)."""
+        return self.error_text is not None
+
+    def planned_epochs(self) -> Optional[int]:
+        """The epochs the trial was set up to run (from its resolved config)."""
+        from lci.config import TrainConfig
+        from lci.errors import LCIError
+
+        fields = set(TrainConfig.field_names())
+        try:
+            cfg = TrainConfig.from_dict({k: v for k, v in self.config.items() if k in fields})
+            return int(cfg.resolved().epochs)
+        except (LCIError, TypeError, ValueError):
+            return None
+
+    def status(self, epochs: Optional[int] = None, stopped: bool = False) -> str:
+        """finished / failed / stopped / incomplete (module docstring). ``epochs`` defaults to
+        the planned epochs of the trial's config; ``stopped`` says that Tune ended the trial
+        (TERMINATED), which makes an unfinished trial without error *stopped*."""
+        planned = epochs if epochs is not None else self.planned_epochs()
+        if planned is not None and self.epoch >= planned and FAILED_KEY not in self.last:
+            return FINISHED
+        if self.error_text is not None or FAILED_KEY in self.last:
+            return FAILED
+        return STOPPED if stopped else INCOMPLETE
+
+    def finished(self, epochs: Optional[int] = None) -> bool:
+        return self.status(epochs) == FINISHED
+
+    def failed(self, epochs: Optional[int] = None) -> bool:
+        return self.status(epochs) == FAILED
+
+    def reason(self) -> str:
+        """One line on why the trial failed (empty when it did not)."""
+        if FAILED_KEY in self.last:
+            return str(self.last[FAILED_KEY])
+        lines = [l.strip() for l in (self.error_text or "").splitlines() if l.strip()]
+        return lines[-1][:300] if lines else ""
+
+
+def read_result_lines(text: str) -> List[Dict[str, Any]]:
+    """The JSON lines of a ``result.json``; a line cut by a crash is skipped."""
+    out = []
+    for line in text.splitlines():
+        if line.strip():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass
+    return out
+
+
+def read_trial(path: str, name: Optional[str] = None) -> Optional[TrialRecord]:
+    """One trial folder (one with Tune's ``params.json``), or None when it is not one."""
+    params = storage.read_text(storage.join(path, "params.json"))
+    if params is None:
+        return None
+    lines = read_result_lines(storage.read_text(storage.join(path, "result.json")) or "")
+    last = lines[-1] if lines else {}
+    return TrialRecord(trial_id=last.get("trial_id", name or path.rstrip("/").rsplit("/", 1)[-1]),
+                       path=path, config=json.loads(params), last=last, n_results=len(lines),
+                       error_text=storage.read_text(storage.join(path, ERROR_FILE)))
+
+
+def read_trials(exp_dir: str) -> List[TrialRecord]:
+    """Every trial folder of an experiment folder, in folder-name order."""
+    out = []
+    for d in storage.listdir(exp_dir):
+        rec = read_trial(storage.join(exp_dir, d), d)
+        if rec is not None:
+            out.append(rec)
+    return out
+
+
+def count(records: List[TrialRecord], status: str, epochs: Optional[int] = None) -> int:
+    return sum(r.status(epochs) == status for r in records)
+
+
+def get_path(cfg: Mapping[str, Any], path) -> Any:
+    v: Any = cfg
+    for k in path:
+        if not isinstance(v, Mapping) or k not in v:
+            return None
+        v = v[k]
+    return v
