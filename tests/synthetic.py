@@ -1,9 +1,11 @@
 """Synthetic experiment folders in the exact on-disk formats :mod:`analysis` reads.
 
-Used by the tests and the notebooks' checks, and an executable description of what the Tune
-trainables and ``lci train`` write: ``write_tune_trial`` / ``write_run`` write one trial or
-run; ``write_study`` a whole study tree (search, evaluation and sweep phases, a failed and an
-unfinished trial, label_issues.csv files) whose final accuracies are known in advance.
+A test helper (not shipped: it lives under ``tests/``, imported as ``synthetic`` because
+pytest puts this folder on ``sys.path``), used by the analysis tests and the notebook checks,
+and an executable description of what the Tune trainables and ``lci train`` write:
+``write_tune_trial`` / ``write_run`` write one trial or run; ``write_study`` a whole study
+tree (search, evaluation and sweep phases, a failed and an unfinished trial,
+label_issues.csv files) whose final accuracies are known in advance.
 """
 from __future__ import annotations
 
