@@ -41,7 +41,7 @@ def curve(final: float, epochs: int, start: float = 0.1) -> List[float]:
 
 def epoch_metrics(config: Mapping[str, Any], final_acc: float, epochs: Optional[int] = None,
                   *, val_acc: Optional[float] = None) -> List[Dict[str, Any]]:
-    """Per-epoch metrics (interfaces.md names) ending at ``final_acc`` for ``test_acc``."""
+    """Per-epoch metrics (docs/interfaces.md names) ending at ``final_acc`` for ``test_acc``."""
     n = int(epochs if epochs is not None else config["epochs"])
     total = int(config["epochs"])
     lci = config["method"] in ("lci", "lci-two-models", "lci-single")
