@@ -243,9 +243,15 @@ def _study_matches(name: str, cell: str) -> bool:
     return name == cell or any(name.endswith(sep + cell) for sep in ("__", "/", ":", "."))
 
 
+#: Seed of the fANOVA random forest, so a report redrawn from the same database is the same.
+FANOVA_SEED = 0
+
+
 def _optuna_importances(g: pd.DataFrame, only_cell: bool = False) -> Optional[Tuple[Dict[str, float], str]]:
     """fANOVA importances from an ``optuna.db`` next to the trials, or None. ``only_cell``:
-    this is the only searched cell, so a database holding one study is taken as its."""
+    this is the only searched cell, so a database holding one study is taken as its.
+
+    The evaluator is named (Optuna's default changed to PED-ANOVA in Optuna 5) and seeded."""
     cell = str(g["cell"].iloc[0])
     dbs = []
     for col, up in (("study_dir", 0), ("path", 1)):
@@ -275,9 +281,10 @@ def _optuna_importances(g: pd.DataFrame, only_cell: bool = False) -> Optional[Tu
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 study = optuna.load_study(study_name=min(hits, key=len), storage=url)
-                imp = optuna.importance.get_param_importances(study)
+                evaluator = optuna.importance.FanovaImportanceEvaluator(seed=FANOVA_SEED)
+                imp = optuna.importance.get_param_importances(study, evaluator=evaluator)
             return {k.replace("/", "."): float(v) for k, v in imp.items()}, \
-                f"fANOVA (Optuna, {db.name})"
+                f"fANOVA (Optuna, seed {FANOVA_SEED}, {db.name})"
         except Exception as e:  # a locked, old or foreign database: fall back, say why
             warnings.warn(f"optuna importances from {db} failed: {e}", stacklevel=3)
     return None
@@ -292,8 +299,7 @@ def spearman_importances(g: pd.DataFrame, params: Sequence[str], metric: str = "
         ok = x.notna() & y.notna()
         if ok.sum() < 3 or x[ok].nunique() < 2 or y[ok].nunique() < 2:
             continue
-        rho = np.corrcoef(x[ok].rank(), y[ok].rank())[0, 1]
-        out[p] = float(abs(rho))
+        out[p] = float(abs(x[ok].corr(y[ok], method="spearman")))
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
@@ -354,14 +360,16 @@ def search_history(runs: pd.DataFrame, *, metric: str = "val_acc") -> Dict[str, 
 
 # ---------------------------------------------------------------------------- label confidence
 def auroc(scores: Iterable[float], positive: Iterable[bool]) -> float:
-    """Area under the ROC curve of ``scores`` for ``positive`` (ties count one half)."""
-    s = pd.Series(list(scores), dtype=float)
-    pos = pd.Series(list(positive), dtype=bool)
-    n1, n0 = int(pos.sum()), int((~pos).sum())
-    if n1 == 0 or n0 == 0:
+    """Area under the ROC curve of ``scores`` for ``positive`` (ties count one half); NaN when
+    one class is missing. The same scikit-learn call as ``conf_auroc`` in ``lci.metrics``
+    (not imported from there: that module loads torch, and analysis only reads files)."""
+    from sklearn.metrics import roc_auc_score
+
+    s = np.asarray(list(scores), dtype=float)
+    pos = np.asarray(list(positive), dtype=bool)
+    if pos.all() or not pos.any():
         return float("nan")
-    r = s.rank(method="average")
-    return float((r[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+    return float(roc_auc_score(pos, s))
 
 
 def _bool(s: pd.Series) -> pd.Series:

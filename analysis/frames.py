@@ -15,7 +15,7 @@ Two kinds of folders are read, wherever they sit under the given paths:
 
 :func:`load` gives one row per trial or run, :func:`history` one row per epoch. Both carry
 the identity columns (``study, cell, phase, seed, status, ...``), the flattened config
-(``robust_loss_params.q``) and the metrics under the names of interfaces.md.
+(``robust_loss_params.q``) and the metrics under the names of docs/interfaces.md.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The paper's published numbers (method.md §7) and display names for methods and settings."""
+"""The paper's published numbers (docs/method.md §10) and display names for methods and settings."""
 from __future__ import annotations
 
 import math

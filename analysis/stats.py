@@ -8,53 +8,20 @@ a full five-seed figure.
 """
 from __future__ import annotations
 
-import math
 import warnings
-from typing import Iterable, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 import pandas as pd
+
+# the one summary over seeds, shared with the study's end-of-study table; re-exported here
+from study.summary_stats import summarize, t_quantile  # noqa: F401
 
 #: Phases whose trials are repeated seeds of one configuration (``search`` trials are not).
 SEEDED_PHASES = ("evaluation", "sweep", "run")
 CELL_KEYS = ["study", "phase", "cell", "config_id"]
 #: Columns copied from a cell's first trial to describe it.
 DESCRIPTIVE = ["dataset", "noise", "setting", "method", "robust_loss", "m", "lam", "rho", "alpha"]
-
-# two-sided 95% quantiles of Student's t, df = 1..30 (fallback when scipy is absent)
-_T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
-         2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
-         2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
-
-
-def t_quantile(df: int, level: float = 0.95) -> float:
-    """Two-sided Student-t quantile for a ``level`` interval with ``df`` degrees of freedom."""
-    if df < 1:
-        return float("nan")
-    try:
-        from scipy import stats
-        return float(stats.t.ppf(0.5 + level / 2, df))
-    except ImportError:
-        if level != 0.95:
-            raise
-        return _T975[df - 1] if df <= len(_T975) else 1.96
-
-
-def summarize(values: Iterable[float], level: float = 0.95) -> dict:
-    """mean, std (ddof 1), sem, t-interval half-width and bounds, min, max, n of finite values."""
-    v = np.asarray([x for x in values if x is not None], dtype=float)
-    v = v[np.isfinite(v)]
-    n = len(v)
-    nan = float("nan")
-    if n == 0:
-        return dict(n=0, mean=nan, std=nan, sem=nan, ci95=nan, ci_low=nan, ci_high=nan,
-                    min=nan, max=nan)
-    mean = float(v.mean())
-    std = float(v.std(ddof=1)) if n > 1 else nan
-    sem = std / math.sqrt(n) if n > 1 else nan
-    half = t_quantile(n - 1, level) * sem if n > 1 else nan
-    return dict(n=n, mean=mean, std=std, sem=sem, ci95=half, ci_low=mean - half,
-                ci_high=mean + half, min=float(v.min()), max=float(v.max()))
 
 
 def _config_columns(df: pd.DataFrame) -> List[str]:

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import analysis
-from analysis.synthetic import write_study
+from synthetic import write_study
 
 FINAL = {
     "ce_sym0.8": [0.62, 0.64, 0.66],
@@ -92,6 +92,11 @@ def test_search_history_uses_optuna_db(runs, study):
         assert "fANOVA" in imp_ax.get_title()
         names = [t.get_text() for t in imp_ax.get_yticklabels()]
         assert names[-1] == "m"                                # the most important, on top
+        # the seeded fANOVA evaluator, not Optuna's default (PED-ANOVA in Optuna 5)
+        want = optuna.importance.get_param_importances(
+            s, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+        bars = {n: p.get_width() for n, p in zip(names, imp_ax.patches)}
+        assert bars == pytest.approx(want)
     finally:
         (study / "optuna.db").unlink()
 
@@ -104,6 +109,16 @@ def test_confidence_histograms(runs):
     assert "AUROC" in ax.get_title()
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert labels[0].startswith("clean labels") and labels[1].startswith("noisy labels")
+
+
+def test_spearman_importances_by_hand():
+    import pandas as pd
+
+    g = pd.DataFrame({"m": [1, 2, 3, 4, 5], "lam": [1, 2, 3, 4, 5], "rho": [5, 4, 3, 2, 1],
+                      "val_acc": [0.2, 0.1, 0.4, 0.3, 0.5]})
+    imp = analysis.spearman_importances(g.assign(lam=g["m"] ** 3), ["m", "lam", "rho"])
+    # rank differences (-1, 1, -1, 1, 0): rho = 1 - 6 * 4 / (5 * 24) = 0.8; reversed x: -0.8
+    assert imp == pytest.approx({"m": 0.8, "lam": 0.8, "rho": 0.8})
 
 
 def test_auroc_by_hand():
@@ -120,7 +135,7 @@ def test_save_figure_png_and_svg(runs, tmp_path):
 
 
 def test_confidence_histogram_without_noise_mask(tmp_path):
-    from analysis.synthetic import BASE_CONFIG, epoch_metrics, label_issues, write_run
+    from synthetic import BASE_CONFIG, epoch_metrics, label_issues, write_run
 
     cfg = dict(BASE_CONFIG, dataset="clothing1m", noise="none", epochs=2)
     li = label_issues(40, 0.3, 0).drop(columns=["is_noisy"])     # real noise: no ground truth

@@ -4,7 +4,7 @@ import json
 import pytest
 
 import analysis
-from analysis.synthetic import (BASE_CONFIG, EVAL_FINAL, SWEEP_FINAL, epoch_metrics, label_issues,
+from synthetic import (BASE_CONFIG, EVAL_FINAL, SWEEP_FINAL, epoch_metrics, label_issues,
                                 write_run, write_study, write_tune_trial)
 
 

@@ -6,7 +6,7 @@ import pytest
 
 import analysis
 from analysis import cli
-from analysis.synthetic import BASE_CONFIG, epoch_metrics, label_issues, write_run, write_study
+from synthetic import BASE_CONFIG, epoch_metrics, label_issues, write_run, write_study
 
 FINAL = {
     "gce_sym0.8": [0.78, 0.80, 0.79],

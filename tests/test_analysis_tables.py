@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 import analysis
-from analysis.synthetic import _cell_config, write_study
+from synthetic import _cell_config, write_study
 
 # final test accuracies of seeds 0..4; None = failed trial, (acc, epochs) = unfinished trial
 FINAL = {
@@ -45,6 +45,17 @@ def test_summarize_matches_hand_computation():
     assert one["n"] == 1 and one["mean"] == 0.5 and math.isnan(one["std"])
     assert analysis.summarize([float("nan")])["n"] == 0
     assert analysis.t_quantile(1) == pytest.approx(12.7062, rel=1e-4)
+    assert analysis.t_quantile(40) == pytest.approx(2.0211, rel=1e-4)  # beyond any df=1..30 table
+
+
+def test_summarize_is_the_study_summary():
+    """One function serves the study's end-of-study table and analysis; it keeps finite real
+    numbers only (a metric missing from a result line arrives as None, a flag as a bool)."""
+    from study.summary_stats import summarize
+
+    assert analysis.summarize is summarize
+    s = summarize([0.9, None, True, "0.5", float("inf"), float("nan"), 0.92])
+    assert s["n"] == 2 and s["mean"] == pytest.approx(0.91) and s["max"] == 0.92
 
 
 def test_aggregate_cells_and_completeness(runs):

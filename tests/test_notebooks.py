@@ -10,7 +10,7 @@ import pytest
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
-from analysis.synthetic import write_study  # noqa: E402
+from synthetic import write_study  # noqa: E402
 
 NB_DIR = Path(__file__).resolve().parents[1] / "analysis" / "notebooks"
 NOTEBOOKS = ["figure4_sensitivity.ipynb", "ablation_table.ipynb", "noise_table.ipynb",

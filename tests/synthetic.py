@@ -1,9 +1,11 @@
 """Synthetic experiment folders in the exact on-disk formats :mod:`analysis` reads.
 
-Used by the tests and the notebooks' checks, and an executable description of what the Tune
-trainables and ``lci train`` write: ``write_tune_trial`` / ``write_run`` write one trial or
-run; ``write_study`` a whole study tree (search, evaluation and sweep phases, a failed and an
-unfinished trial, label_issues.csv files) whose final accuracies are known in advance.
+A test helper (not shipped: it lives under ``tests/``, imported as ``synthetic`` because
+pytest puts this folder on ``sys.path``), used by the analysis tests and the notebook checks,
+and an executable description of what the Tune trainables and ``lci train`` write:
+``write_tune_trial`` / ``write_run`` write one trial or run; ``write_study`` a whole study
+tree (search, evaluation and sweep phases, a failed and an unfinished trial,
+label_issues.csv files) whose final accuracies are known in advance.
 """
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ def curve(final: float, epochs: int, start: float = 0.1) -> List[float]:
 
 def epoch_metrics(config: Mapping[str, Any], final_acc: float, epochs: Optional[int] = None,
                   *, val_acc: Optional[float] = None) -> List[Dict[str, Any]]:
-    """Per-epoch metrics (interfaces.md names) ending at ``final_acc`` for ``test_acc``."""
+    """Per-epoch metrics (docs/interfaces.md names) ending at ``final_acc`` for ``test_acc``."""
     n = int(epochs if epochs is not None else config["epochs"])
     total = int(config["epochs"])
     lci = config["method"] in ("lci", "lci-two-models", "lci-single")
