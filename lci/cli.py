@@ -13,7 +13,10 @@ import time
 import uuid
 from typing import List, Optional
 
-from .errors import LCIError
+from .errors import DivergenceError, LCIError
+
+#: exit status of `lci train` when the loss becomes non-finite (2 is bad input)
+EXIT_DIVERGED = 3
 
 #: sub-command -> "module:function" taking argv and returning an exit status
 DELEGATED = {"sweep": "study.cli:sweep_main", "demo": "study.cli:demo_main",
@@ -68,6 +71,14 @@ def train_main(argv: List[str]) -> int:
 
     try:
         res = fit(cfg, out, resume=args.resume, on_epoch=on_epoch)
+    except DivergenceError as e:
+        # not bad input (exit 2) and not a crash: the run itself diverged (exit 3)
+        if bar is not None:
+            bar.close()
+            bar = None
+        print(f"lci train: diverged: {e}; try a smaller lr (the run folder {out} keeps the "
+              "epochs before)", file=sys.stderr)
+        return EXIT_DIVERGED
     finally:
         if bar is not None:
             bar.close()

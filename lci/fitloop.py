@@ -53,6 +53,12 @@ def fit(config: Union[TrainConfig, Dict[str, Any]], out_dir: Optional[str] = Non
                        "it, or choose another output folder")
     if resume and not out_dir:
         raise LCIError("resume needs the run's output folder")
+    if resume:
+        # every check before any file of the run changes: a refused resume (another config)
+        # must leave config.json as it was, so the plain --resume still works afterwards
+        from . import checkpoint as ckpt
+
+        ckpt.check_config(ckpt.load(ckpt_path)["config"], cfg.resolved().to_dict(), ckpt_path)
     trainer = Trainer(cfg, out_dir, data=data)
     if resume:
         trainer.load_checkpoint(ckpt_path)

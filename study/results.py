@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import math
-import statistics
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+from .summary_stats import finite_number, summarize
 from .trials import TrialRecord, get_path, read_trials  # noqa: F401  (re-exported)
 
 
@@ -14,7 +14,7 @@ def best_trial(records: Sequence[TrialRecord], metric: str, mode: str,
                epochs: int) -> Optional[TrialRecord]:
     """The best *finished* trial (ran all its epochs, no error): a trial stopped early by
     ASHA never wins on a truncated score."""
-    done = [r for r in records if r.finished(epochs) and _num(r.last.get(metric)) is not None]
+    done = [r for r in records if r.finished(epochs) and finite_number(r.last.get(metric)) is not None]
     if not done:
         return None
     sign = 1.0 if mode == "max" else -1.0
@@ -22,18 +22,11 @@ def best_trial(records: Sequence[TrialRecord], metric: str, mode: str,
     return max(sorted(done, key=lambda r: r.trial_id), key=lambda r: sign * r.last[metric])
 
 
-def _num(v: Any) -> Optional[float]:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        return None
-    return float(v)
-
-
-def mean_std(values: Sequence[float]) -> Dict[str, float]:
-    vals = [v for v in (_num(x) for x in values) if v is not None]
-    if not vals:
-        return {"n": 0, "mean": float("nan"), "std": float("nan")}
-    return {"n": len(vals), "mean": statistics.fmean(vals),
-            "std": statistics.stdev(vals) if len(vals) > 1 else 0.0}
+def mean_std(values: Sequence[Any]) -> Dict[str, float]:
+    """n, mean and std over seeds (the columns of the end-of-study table), from the one
+    summary that analysis/ uses too."""
+    st = summarize(values)
+    return {"n": st["n"], "mean": st["mean"], "std": st["std"]}
 
 
 def fmt_params(params: Mapping[str, Any]) -> str:
@@ -46,6 +39,8 @@ def fmt_params(params: Mapping[str, Any]) -> str:
 def fmt_acc(s: Mapping[str, float]) -> str:
     if not s or not s.get("n"):
         return "-"
+    if not math.isfinite(s.get("std", float("nan"))):  # one seed: no spread to show
+        return f"{s['mean']:.4f} (n={s['n']})"
     return f"{s['mean']:.4f} ± {s['std']:.4f} (n={s['n']})"
 
 
@@ -70,8 +65,8 @@ class Summary:
         lines = [f"{r[0]:<{w0}}  {r[1]:<{w1}}  {r[2]}" for r in rows]
         lines.insert(1, "-" * len(lines[0]))
         for s in self.sweeps:
-            pts = "  ".join(f"{p['value']:g}: {p['mean']:.4f}±{p['std']:.4f}" for p in s["points"]
-                            if p.get("n"))
+            pts = "  ".join(f"{p['value']:g}: {fmt_acc(p).replace(' ± ', '±')}"
+                            for p in s["points"] if p.get("n"))
             lines.append(f"sweep {s['param']} ({s['cell']}, {s['metric']}): {pts}")
         if self.errors:
             lines.append(f"{self.errors} trial(s) failed; `lci sweep SPEC --resume` retries them")
