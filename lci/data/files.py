@@ -26,6 +26,7 @@ import numpy as np
 
 from ..errors import DataError, allowed
 from .bundle import DataBundle, make_bundle
+from .labels import check_class_count, check_label_range
 from .registry import LoadOptions, register_format
 from .splits import fixed_holdout, holdout_count
 
@@ -81,6 +82,33 @@ def _labels(y: np.ndarray, key: str, path: str) -> np.ndarray:
     return y.astype(np.int64)
 
 
+def _npz_classes(arrays: dict, y_test: np.ndarray, class_names: Optional[List[str]], path: str,
+                 num_images: int) -> Tuple[int, str]:
+    """The class count an .npz declares, and by what: its ``num_classes`` array, else its
+    ``class_names``, else the test labels' range (a training label beyond every test label
+    would be a class with no test image, mostly a typo)."""
+    if "num_classes" in arrays:
+        v = np.asarray(arrays["num_classes"]).reshape(-1)
+        if (v.size != 1 or not np.issubdtype(v.dtype, np.number) or v.dtype == bool
+                or v[0] != np.round(v[0]) or v[0] < 1):
+            raise DataError(f"{path}: num_classes must be one positive integer, found "
+                            f"{v.tolist()!r}")
+        k = int(v[0])
+        if class_names is not None and len(class_names) != k:
+            raise DataError(f"{path}: class_names has {len(class_names)} names but num_classes "
+                            f"is {k}")
+        check_class_count(k, num_images, f"{path}: num_classes is {k}")
+        return k, "num_classes in the .npz"
+    if class_names is not None:
+        k = len(class_names)
+        check_class_count(k, num_images, f"{path}: class_names has {k} names")
+        return k, "one per entry of class_names in the .npz"
+    k = int(y_test.max()) + 1
+    check_class_count(k, num_images, f"{path}: y_test has label {k - 1}")
+    return k, ("the test labels' range; declare more classes with a num_classes array in "
+               "the .npz")
+
+
 def locate_file(dataset: str, data_dir: str) -> List[str]:
     if not os.path.isfile(dataset):
         raise DataError(f"dataset file {dataset!r} does not exist")
@@ -98,8 +126,8 @@ def load_npz(dataset: str, data_dir: str, opts: LoadOptions) -> DataBundle:
     missing = [k for k in required if k not in arrays]
     if missing:
         raise DataError(f"{dataset}: missing array(s) {', '.join(missing)}; a .npz data set "
-                        f"needs {', '.join(required)} (optional: y_train_true, class_names, "
-                        f"hflip); found {', '.join(sorted(arrays)) or 'none'}")
+                        f"needs {', '.join(required)} (optional: y_train_true, num_classes, "
+                        f"class_names, hflip); found {', '.join(sorted(arrays)) or 'none'}")
     x_tr = _images_nchw(arrays["x_train"], "x_train", dataset)
     x_te = _images_nchw(arrays["x_test"], "x_test", dataset)
     if x_tr.shape[1:] != x_te.shape[1:]:
@@ -112,14 +140,14 @@ def load_npz(dataset: str, data_dir: str, opts: LoadOptions) -> DataBundle:
         if y_key in labels and len(labels[y_key]) != len(x):
             raise DataError(f"{dataset}: {x_key} has {len(x)} images but {y_key} has "
                             f"{len(labels[y_key])} labels")
-    num_classes = int(max(int(y.max()) for y in labels.values())) + 1
     class_names = None
     if "class_names" in arrays:
         class_names = [str(c) for c in np.asarray(arrays["class_names"]).reshape(-1)]
-        if len(class_names) < num_classes:
-            raise DataError(f"{dataset}: class_names has {len(class_names)} names but the "
-                            f"labels go up to {num_classes - 1}")
-        num_classes = len(class_names)
+    num_classes, declared_by = _npz_classes(arrays, labels["y_test"], class_names, dataset,
+                                            len(x_tr) + len(x_te))
+    for key, y in labels.items():
+        check_label_range(y, num_classes, lambda i, key=key: f"{dataset}: {key}[{i}]",
+                          declared_by)
     hflip = bool(np.asarray(arrays["hflip"]).reshape(-1)[0]) if "hflip" in arrays else True
     return make_bundle(dataset, x_tr, labels["y_train"], x_te, labels["y_test"],
                        num_classes=num_classes, pad=max(1, x_tr.shape[2] // 8), hflip=hflip,
@@ -230,7 +258,9 @@ def load_csv(dataset: str, data_dir: str, opts: LoadOptions) -> DataBundle:
             bad = int(np.argmin(labels))
             raise DataError(f"{dataset}: line {lines[bad]} has the negative label "
                             f"{labels[bad]}; class ids must be >= 0")
-        class_names, num_classes = None, int(labels.max()) + 1
+        class_names = None
+        num_classes = _csv_classes(dataset, labels, lines,
+                                   np.array(splits, dtype=bool) if has_split else None)
     else:
         class_names = sorted(set(raw_labels))
         ids = {c: i for i, c in enumerate(class_names)}
@@ -240,6 +270,18 @@ def load_csv(dataset: str, data_dir: str, opts: LoadOptions) -> DataBundle:
                          lambda i: f"line {lines[i]} of {dataset!r}", opts.num_workers,
                          num_classes=max(num_classes, 1), class_names=class_names,
                          source=f"file list {dataset!r}")
+
+
+def _csv_classes(path: str, labels: np.ndarray, lines: List[int],
+                 is_test: Optional[np.ndarray]) -> int:
+    """The class count of integer labels: the test labels' range with a split column (as for
+    an .npz), else the range of all labels; more classes than rows are refused."""
+    declared = is_test if is_test is not None and is_test.any() else np.ones(len(labels), bool)
+    top = int(np.flatnonzero(declared)[np.argmax(labels[declared])])
+    k = int(labels[top]) + 1
+    check_class_count(k, len(labels), f"{path}: line {lines[top]} has label {labels[top]}")
+    check_label_range(labels, k, lambda i: f"{path}: line {lines[i]}", "the test labels' range")
+    return k
 
 
 def _subdirs(folder: str) -> List[str]:
@@ -254,8 +296,9 @@ def _images_in(folder: str) -> List[str]:
 
 def _folder_images(dataset: str) -> Tuple[List[str], bool, List[Tuple[int, bool, List[str]]]]:
     """The class names of an image folder, whether it has train/ and test/, and the image
-    files of every ``(class id, is_test)`` folder; a :class:`DataError` for a broken layout.
-    Folders are listed, no image is opened."""
+    files of every ``(class id, is_test)`` folder; a :class:`DataError` for a broken layout
+    or a class folder without images (it would add a class that only noise fills). Folders
+    are listed, no image is opened."""
     train_dir, test_dir = os.path.join(dataset, "train"), os.path.join(dataset, "test")
     two_level = os.path.isdir(train_dir)
     if two_level and not os.path.isdir(test_dir):
@@ -274,6 +317,10 @@ def _folder_images(dataset: str) -> Tuple[List[str], bool, List[Tuple[int, bool,
                 raise DataError(f"image folder {dataset!r}: test class {c!r} has no training "
                                 f"folder; training classes: {', '.join(class_names)}")
             files = _images_in(os.path.join(split_dir, c))
+            if not files:
+                raise DataError(f"image folder {dataset!r}: class folder "
+                                f"{os.path.join(split_dir, c)!r} holds no images "
+                                f"({', '.join(IMAGE_EXTENSIONS)}); add images or remove it")
             groups.append((ids[c], test, files))
     return class_names, two_level, groups
 
