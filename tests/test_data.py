@@ -422,3 +422,15 @@ def test_image_folder_empty_class_folder_is_named(tmp_path):
     _png(tmp_path / "flat" / "dog" / "0.png", COLORS[1])
     with pytest.raises(DataError, match=r"class folder .*flat.*cat.* holds no images"):
         load_data(str(tmp_path / "flat"))
+
+
+def test_npz_class_names_declare_the_classes(tmp_path):
+    names = np.array(["a", "b", "c"])
+    b = load_data(_npz_set(tmp_path / "ok.npz", [0, 2], [0, 1], class_names=names))
+    assert b.num_classes == 3 and b.class_names == ["a", "b", "c"]
+    with pytest.raises(DataError, match=r"y_train\[1\] has label 3; labels must be in \[0, 3\) "
+                                        r"\(the 3 entries of class_names"):
+        load_data(_npz_set(tmp_path / "bad.npz", [0, 3], [0, 1], class_names=names))
+    for bad in (np.inf, 2.5, np.array([2, 3])):
+        with pytest.raises(DataError, match="num_classes must be one positive integer"):
+            load_data(_npz_set(tmp_path / "nc.npz", [0, 1], [0, 1], num_classes=bad))

@@ -90,7 +90,7 @@ def _npz_classes(arrays: dict, y_test: np.ndarray, class_names: Optional[List[st
     if "num_classes" in arrays:
         v = np.asarray(arrays["num_classes"]).reshape(-1)
         if (v.size != 1 or not np.issubdtype(v.dtype, np.number) or v.dtype == bool
-                or v[0] != np.round(v[0]) or v[0] < 1):
+                or not np.isfinite(v[0]) or v[0] != np.round(v[0]) or v[0] < 1):
             raise DataError(f"{path}: num_classes must be one positive integer, found "
                             f"{v.tolist()!r}")
         k = int(v[0])
@@ -102,7 +102,7 @@ def _npz_classes(arrays: dict, y_test: np.ndarray, class_names: Optional[List[st
     if class_names is not None:
         k = len(class_names)
         check_class_count(k, num_images, f"{path}: class_names has {k} names")
-        return k, "one per entry of class_names in the .npz"
+        return k, f"the {k} entries of class_names in the .npz"
     k = int(y_test.max()) + 1
     check_class_count(k, num_images, f"{path}: y_test has label {k - 1}")
     return k, ("the test labels' range; declare more classes with a num_classes array in "
