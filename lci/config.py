@@ -34,7 +34,6 @@ AUGMENTS = ("auto", "none", "weak", "cutout", "strong")
 AMPS = ("auto", "off", "bf16", "fp16")
 
 
-
 def _registered_datasets() -> Tuple[str, ...]:
     """The names of the data set registry (:mod:`lci.data`), the one list of set names.
 
