@@ -25,9 +25,6 @@ BASELINE_METHODS = ("ce", "bs", "ls", "mae", "gce", "sce", "nce_rce", "js", "gjs
 METHODS = LCI_METHODS + BASELINE_METHODS
 #: Losses the noise-robust model of an lci method may use.
 ROBUST_LOSSES = ("gce", "mae", "sce", "nce_rce", "js", "gjs", "ce", "bs", "ls")
-REGISTERED_DATASETS = ("digits", "cifar10", "cifar100", "clothing1m", "webvision")
-#: Real-world noisy sets (method.md section 6): read from image files, labels already noisy.
-REALWORLD_DATASETS = ("clothing1m", "webvision")
 CE_NORMS = ("mean", "complement")
 PENALTIES = ("l2", "distill")
 INITS = ("shared", "independent")
@@ -35,6 +32,35 @@ CORRECTION_SOURCES = ("clean", "view")
 LR_SCHEDULES = ("multistep", "cosine", "constant")
 AUGMENTS = ("auto", "none", "weak", "cutout", "strong")
 AMPS = ("auto", "off", "bf16", "fp16")
+
+
+def _registered_datasets() -> Tuple[str, ...]:
+    """The names of the data set registry (:mod:`lci.data`), the one list of set names.
+
+    Imported on first use, not with this module: ``lci.data`` imports torch, and
+    ``import lci`` stays light (validation imports torch anyway, for the loss registry).
+    """
+    from .data import dataset_names
+
+    return dataset_names()
+
+
+def _realworld_datasets() -> Tuple[str, ...]:
+    """Real-world noisy sets: read from image files (file-backed), labels already noisy."""
+    from .data import file_backed_names
+
+    return file_backed_names()
+
+
+def __getattr__(name: str):
+    # REGISTERED_DATASETS / REALWORLD_DATASETS stay importable from here (PEP 562), computed
+    # from the registry when asked for.
+    if name == "REGISTERED_DATASETS":
+        return _registered_datasets()
+    if name == "REALWORLD_DATASETS":
+        return _realworld_datasets()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # Per-dataset defaults for the "auto" fields. CIFAR values follow the GJS code (method.md §5);
 # digits values were calibrated so that a CPU run takes seconds (see README).
@@ -187,9 +213,10 @@ class TrainConfig:
         _one_of("lr_schedule", self.lr_schedule, LR_SCHEDULES + ("auto",))
         _one_of("augment", self.augment, AUGMENTS)
         _one_of("amp", self.amp, AMPS)
-        if self.dataset not in REGISTERED_DATASETS and not _looks_like_path(self.dataset):
+        registered = _registered_datasets()
+        if self.dataset not in registered and not _looks_like_path(self.dataset):
             raise ConfigError(
-                f"unknown dataset {self.dataset!r}; allowed: {allowed(REGISTERED_DATASETS)} "
+                f"unknown dataset {self.dataset!r}; allowed: {allowed(registered)} "
                 "or the path of a .npz file, a .csv file list or an image folder")
         kind, rate = parse_noise(self.noise)
         if kind == "asym" and self.noise_transition is None and self.dataset not in (
@@ -220,9 +247,9 @@ class TrainConfig:
             v = getattr(self, name)
             if v in ("auto", 0):
                 continue
-            if self.dataset not in REALWORLD_DATASETS:
+            if self.dataset not in _realworld_datasets():
                 raise ConfigError(f"{name}={v!r} applies only to the file-backed data sets "
-                                  f"{allowed(REALWORLD_DATASETS)}; leave it 'auto' for "
+                                  f"{allowed(_realworld_datasets())}; leave it 'auto' for "
                                   f"{self.dataset!r}")
             if v < 8:
                 raise ConfigError(f"{name}={v!r} must be an image side of at least 8 pixels")
@@ -266,7 +293,7 @@ class TrainConfig:
             changes["robust_loss"] = self.method  # a baseline's loss is its name
         if self.train_subset == "auto":
             changes["train_subset"] = TRAIN_SUBSET_PROFILES.get(self.dataset, 0)
-        realworld = self.dataset in REALWORLD_DATASETS
+        realworld = self.dataset in _realworld_datasets()
         if realworld and self.noise_kind != "none":
             changes["noise"] = "none"  # the labels are noisy already; no synthetic noise on top
         size = self.image_size

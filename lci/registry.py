@@ -1,4 +1,4 @@
-"""A tiny name -> factory registry (timm style) shared by losses and models."""
+"""A tiny name -> factory registry (timm style) shared by losses, models and data sets."""
 from __future__ import annotations
 
 from typing import Callable, Dict, Generic, List, TypeVar
@@ -37,3 +37,7 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: object) -> bool:
         return name in self._items
+
+    def __iter__(self):
+        """Names in registration order (``names()`` is sorted)."""
+        return iter(list(self._items))

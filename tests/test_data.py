@@ -194,7 +194,7 @@ def test_npz_channels_last_float_and_clean_labels(tmp_path):
 def test_npz_with_true_labels_is_already_noisy(tmp_path):
     x = np.random.default_rng(0).integers(0, 256, (6, 1, 8, 8), dtype=np.uint8)  # NCHW
     p = _npz(tmp_path / "d.npz", x_train=x, y_train=[0, 1, 1, 0, 2, 2],
-             y_train_true=[0, 1, 0, 0, 2, 1], x_test=x[:2, 0], y_test=[0, 1])  # test as [N,H,W]
+             y_train_true=[0, 1, 0, 0, 2, 1], x_test=x[:2, 0], y_test=[0, 2])  # test as [N,H,W]
     b = load_data(p)
     assert b.labels_are_noisy is True
     assert b.y_train_true.tolist() == [0, 1, 0, 0, 2, 1]
@@ -341,3 +341,96 @@ def test_cache_follows_file_changes_and_npz_options(tmp_path):
     os.utime(p, ns=(1, 1))  # a different mtime for sure, however coarse the file system clock
     b = load_data(p)
     assert b.num_classes == 4 and b.class_names == ["a", "b", "c", "d"] and b.hflip is False
+
+
+# ---------------------------------------------------------------------- declared classes
+def _npz_set(path, y_train, y_test, **extra):
+    x_tr = np.zeros((len(y_train), 8, 8), dtype=np.uint8)
+    x_te = np.zeros((len(y_test), 8, 8), dtype=np.uint8)
+    return _npz(path, x_train=x_tr, y_train=np.array(y_train), x_test=x_te,
+                y_test=np.array(y_test), **extra)
+
+
+def test_npz_training_label_beyond_the_test_labels_is_refused(tmp_path):
+    # a label above every test label would add a phantom class that noise then fills
+    p = _npz_set(tmp_path / "d.npz", [0, 1, 0, 3], [0, 1, 0, 1])
+    with pytest.raises(DataError, match=r"d\.npz.*y_train\[3\] has label 3; labels must be in "
+                                        r"\[0, 2\) \(the test labels' range"):
+        load_data(p)
+    p = _npz_set(tmp_path / "t.npz", [0, 1, 0, 1], [0, 1, 0, 1], y_train_true=[0, 1, 2, 1])
+    with pytest.raises(DataError, match=r"y_train_true\[2\] has label 2.*\[0, 2\)"):
+        load_data(p)
+
+
+def test_npz_num_classes_key_declares_the_classes(tmp_path):
+    b = load_data(_npz_set(tmp_path / "ok.npz", [0, 1, 0, 3], [0, 1, 0, 1], num_classes=4))
+    assert b.num_classes == 4 and b.y_train.tolist() == [0, 1, 0, 3]
+    with pytest.raises(DataError, match=r"bad\.npz.*y_train\[3\] has label 3; labels must be "
+                                        r"in \[0, 3\) \(num_classes"):
+        load_data(_npz_set(tmp_path / "bad.npz", [0, 1, 0, 3], [0, 1, 0, 1], num_classes=3))
+    with pytest.raises(DataError, match=r"y_test\[1\] has label 2.*\[0, 2\)"):
+        load_data(_npz_set(tmp_path / "t.npz", [0, 1], [0, 2], num_classes=2))
+    with pytest.raises(DataError, match="class_names has 3 names but num_classes is 2"):
+        load_data(_npz_set(tmp_path / "n.npz", [0, 1], [0, 1], num_classes=2,
+                           class_names=np.array(["a", "b", "c"])))
+    with pytest.raises(DataError, match="num_classes must be one positive integer"):
+        load_data(_npz_set(tmp_path / "z.npz", [0, 1], [0, 1], num_classes=0))
+
+
+def test_npz_class_count_far_beyond_the_images_is_refused(tmp_path):
+    # label 5,000,000 would build a 5-million-way output layer for 8 images
+    p = _npz_set(tmp_path / "huge.npz", [0, 1, 0, 5_000_000], [0, 1, 0, 5_000_000])
+    with pytest.raises(DataError, match=r"huge\.npz.*label 5000000.*5000001 classes for 8 "
+                                        r"images.*\[0, 8\)") as e:
+        load_data(p)
+    assert "\n" not in str(e.value)
+    p = _npz_set(tmp_path / "key.npz", [0, 1], [0, 1], num_classes=5_000_000)
+    with pytest.raises(DataError, match=r"key\.npz.*num_classes.*5000000 classes for 4 images"):
+        load_data(p)
+
+
+def _csv_set(tmp_path, name, rows, header="path,label,split"):
+    _png(tmp_path / "a.png", COLORS[0])
+    (tmp_path / name).write_text("\n".join([header] + rows) + "\n")
+    return str(tmp_path / name)
+
+
+def test_csv_training_label_beyond_the_test_labels_is_refused(tmp_path):
+    p = _csv_set(tmp_path, "l.csv", ["a.png,0,train", "a.png,1,train", "a.png,4,train",
+                                     "a.png,0,test", "a.png,1,test"])
+    with pytest.raises(DataError, match=r"l\.csv.*line 4 has label 4; labels must be in "
+                                        r"\[0, 2\) \(the test labels' range"):
+        load_data(p)
+
+
+def test_csv_class_count_far_beyond_the_images_is_refused(tmp_path):
+    p = _csv_set(tmp_path, "l.csv", ["a.png,0", "a.png,1", "a.png,5000000"], header="path,label")
+    with pytest.raises(DataError, match=r"l\.csv.*line 4.*label 5000000.*5000001 classes for "
+                                        r"3 images"):
+        load_data(p)
+
+
+def test_image_folder_empty_class_folder_is_named(tmp_path):
+    for c in ("cat", "dog"):
+        for split in ("train", "test"):
+            _png(tmp_path / "two" / split / c / "0.png", COLORS[0])
+    os.makedirs(tmp_path / "two" / "train" / "eel")
+    (tmp_path / "two" / "train" / "eel" / "notes.txt").write_text("no images here")
+    with pytest.raises(DataError, match=r"class folder .*train.*eel.* holds no images"):
+        load_data(str(tmp_path / "two"))
+    os.makedirs(tmp_path / "flat" / "cat")
+    _png(tmp_path / "flat" / "dog" / "0.png", COLORS[1])
+    with pytest.raises(DataError, match=r"class folder .*flat.*cat.* holds no images"):
+        load_data(str(tmp_path / "flat"))
+
+
+def test_npz_class_names_declare_the_classes(tmp_path):
+    names = np.array(["a", "b", "c"])
+    b = load_data(_npz_set(tmp_path / "ok.npz", [0, 2], [0, 1], class_names=names))
+    assert b.num_classes == 3 and b.class_names == ["a", "b", "c"]
+    with pytest.raises(DataError, match=r"y_train\[1\] has label 3; labels must be in \[0, 3\) "
+                                        r"\(the 3 entries of class_names"):
+        load_data(_npz_set(tmp_path / "bad.npz", [0, 3], [0, 1], class_names=names))
+    for bad in (np.inf, 2.5, np.array([2, 3])):
+        with pytest.raises(DataError, match="num_classes must be one positive integer"):
+            load_data(_npz_set(tmp_path / "nc.npz", [0, 1], [0, 1], num_classes=bad))
