@@ -165,6 +165,27 @@ def _error_reason(path: Path) -> str:
     return (lines[-1] if lines else "failed (empty error.txt)")[:300]
 
 
+def _tune_status(folder: Path, n_epochs: Optional[int], n_done: int):
+    """(status, error) of a Tune trial folder by the study's own definitions
+    (:mod:`study.trials`): finished -> "ok" (also after a failure Tune recovered from),
+    failed -> "error" with its one-line reason, anything else -> "incomplete"."""
+    from study.trials import FAILED, FINISHED, read_trial
+
+    rec = read_trial(str(folder))
+    if rec is None:  # no params.json: only the error file can tell
+        err = folder / "error.txt"
+        return ("error", _error_reason(err)) if err.is_file() else ("ok", None)
+    planned = n_epochs if n_epochs is not None else rec.planned_epochs()
+    st = rec.status(planned)
+    error = (rec.reason() or "failed (empty error.txt)") if rec.error_text is not None \
+        or st == FAILED else None
+    if st == FINISHED:
+        return "ok", error
+    if st == FAILED:
+        return "error", error
+    return ("incomplete" if planned is not None or n_done == 0 else "ok"), error
+
+
 def flatten(d: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
     """Nested dicts → dotted keys (``robust_loss_params.q``); ``/`` in keys (Optuna) → ``.``;
     lists → JSON strings so that every cell is hashable."""
@@ -394,16 +415,7 @@ def _read_tune_trial(src: Source) -> _Trial:
         final.setdefault(k, v)
     n_done = len(epochs)
     n_epochs = _as_int(config.get("epochs"))
-    error_file = folder / "error.txt"
-    error = _error_reason(error_file) if error_file.is_file() else None
-    if n_epochs is not None and n_done >= n_epochs:
-        status = "ok"                     # finished, perhaps after a failure Tune recovered from
-    elif error is not None:
-        status = "error"
-    elif n_epochs is not None or n_done == 0:
-        status = "incomplete"
-    else:
-        status = "ok"
+    status, error = _tune_status(folder, n_epochs, n_done)
     ident = dict(
         study=study_name, phase=phase, cell=cell, seed=_as_int(config.get("seed")),
         status=status, error=error, epochs_done=n_done, kind="tune",

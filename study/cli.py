@@ -56,10 +56,10 @@ def dry_run(spec, num_cpus: Optional[int] = None) -> str:
     from .graph import build_graph, describe_graph
     from .runner import check_datasets
 
-    check_datasets(spec)
+    notes = [f"data: {w}" for w in check_datasets(spec, named_sets_here=False)]
     slots = int(num_cpus // spec.cpu) if num_cpus and spec.cpu and not spec.gpu else None
-    return spec.describe() + "\n" + describe_graph(build_graph(spec), spec.max_concurrent,
-                                                     slots)
+    return "\n".join([spec.describe(), describe_graph(build_graph(spec), spec.max_concurrent,
+                                                       slots), *notes])
 
 
 def _run(spec, *, address=None, resume=False, num_cpus=None) -> int:

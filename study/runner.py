@@ -60,27 +60,33 @@ def connect(address: Optional[str] = None, num_cpus: Optional[int] = None) -> bo
 
 
 # --------------------------------------------------------------------------- preflight checks
-def check_datasets(spec: StudySpec) -> None:
+def check_datasets(spec: StudySpec, *, named_sets_here: bool = True) -> List[str]:
     """Every data set of every cell exists, before Ray starts (the dry run too): a missing
-    file would fail every trial the same way."""
+    file would fail every trial the same way. A file the spec names (``.npz``, ``.csv``, an
+    image folder) must exist here. A named set (``cifar10`` under ``data_dir``) must exist here
+    when the trials run here (``named_sets_here``); on a cluster the workers may hold it while
+    the driver does not, so then it is returned as a warning instead."""
     from lci.config import TrainConfig
+    from lci.data import check_dataset
+    from lci.data.registry import dataset_names
 
-    try:
-        from lci.data import check_dataset
-    except ImportError:  # TODO(merge): lci.data.check_dataset lands with the data package
-        return
-
-    seen = set()
+    fields = set(TrainConfig.field_names())
+    seen, warnings = set(), []
     for cell in spec.cells:
-        cfg = TrainConfig.from_dict({k: v for k, v in cell.base.items()
-                                     if k in set(TrainConfig.field_names())})
+        cfg = TrainConfig.from_dict({k: v for k, v in cell.base.items() if k in fields})
         key = (cfg.dataset, cfg.data_dir)
-        if key not in seen:
-            seen.add(key)
-            try:
-                check_dataset(cfg.resolved())
-            except LCIError as e:
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            check_dataset(cfg)
+        except LCIError as e:
+            if cfg.dataset in dataset_names() and not named_sets_here:
+                warnings.append(f"{cfg.dataset}: not found here ({e}); the trials' machines "
+                                "must have it")
+            else:
                 raise LCIError(f"cell {cell.id}: {e}") from None
+    return warnings
 
 
 def _slots(resources: Dict[str, float], cpu: float, gpu: float) -> int:
@@ -103,9 +109,11 @@ def _autoscaling() -> bool:
         return False
 
 
-def check_resources(spec: StudySpec) -> int:
-    """A trial's resources must fit on one node of the cluster (or one it can scale to);
-    returns the cluster's slots for such trials now. Raises :class:`LCIError` with the numbers."""
+def check_resources(spec: StudySpec, cluster: bool = False) -> int:
+    """A trial's resources must fit on one node; returns the cluster's slots for such trials
+    now. On the local Ray this driver started that is final: :class:`LCIError` with the
+    numbers. On a cluster (``cluster``) whose autoscaler may add larger nodes it is a warning
+    (the autoscaler's node types are not visible from here)."""
     import ray
 
     nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
@@ -113,7 +121,7 @@ def check_resources(spec: StudySpec) -> int:
         have = ", ".join(f"{r.get('CPU', 0):g} CPU / {r.get('GPU', 0):g} GPU" for r in nodes)
         msg = (f"each trial needs cpu={spec.cpu:g} gpu={spec.gpu:g}, but no node of the cluster "
                f"has that much (nodes: {have or 'none'}); lower `resources:` in the spec")
-        if not _autoscaling():
+        if not (cluster and _autoscaling()):
             raise LCIError(msg)
         logger.warning("%s, unless the autoscaler adds a larger node", msg)
     return _slots(ray.cluster_resources(), spec.cpu, spec.gpu)
@@ -124,8 +132,10 @@ class StudyRunner:
     """Runs the graph of one study; owns the state store and the study's shared objects."""
 
     def __init__(self, spec: StudySpec, *, resume: bool = False,
-                 max_concurrent: Optional[int] = None, echo: Callable[[str], None] = print):
+                 max_concurrent: Optional[int] = None, echo: Callable[[str], None] = print,
+                 address: Optional[str] = None):
         self.spec = spec
+        self.address = address
         self.resume = resume
         self.max_concurrent = max_concurrent or spec.max_concurrent
         self.echo = echo
@@ -146,7 +156,8 @@ class StudyRunner:
             if not os.path.isdir(self.dir):
                 check_writable(parent)  # a probe file, removed again
         self.state.check(self.spec.to_json(), self.resume)
-        check_datasets(self.spec)
+        for w in check_datasets(self.spec, named_sets_here=not self.address):
+            self.echo(f"warning: {w}")
 
     def prepare(self) -> None:
         if self.resume and storage.read_json(self.state.path("study.json")) is None:
@@ -310,7 +321,8 @@ def run_study(spec: StudySpec, *, address: Optional[str] = None, resume: bool = 
               echo: Callable[[str], None] = print) -> Summary:
     """Run a whole study on local Ray (or the cluster at ``address``); Ray is shut down
     afterwards only if this call started it. A refused study writes nothing."""
-    runner = StudyRunner(spec, resume=resume, max_concurrent=max_concurrent, echo=echo)
+    runner = StudyRunner(spec, resume=resume, max_concurrent=max_concurrent, echo=echo,
+                         address=address)
     runner.check()
     lock = StudyLock(runner.dir, echo=echo)
     lock.acquire()  # a second driver is refused here, before Ray starts
@@ -318,7 +330,7 @@ def run_study(spec: StudySpec, *, address: Optional[str] = None, resume: bool = 
     prepared = False
     try:
         started = connect(address, num_cpus)
-        runner.slots = check_resources(spec)
+        runner.slots = check_resources(spec, cluster=bool(address))
         runner.prepare()
         prepared = True
         with _Signals() as sig:

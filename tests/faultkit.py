@@ -40,8 +40,10 @@ def held_trainable(config):
             return
         tid = tune_mod.get_context().get_trial_id()
         cell, seed = config.get("cell"), config.get("seed")
+        import ray
+
         info = {"pid": os.getpid(), "cell": cell, "seed": seed, "epoch": hold_at,
-                "trial_id": tid}
+                "trial_id": tid, "node_id": ray.get_runtime_context().get_node_id()}
         tmp = os.path.join(control, f".ready-{tid}.tmp")
         with open(tmp, "w") as fh:
             json.dump(info, fh)

@@ -1,0 +1,205 @@
+"""What the study driver refuses, and how: the study lock, resources the cluster does not
+have, data sets that are missing, errors that would recur, and the one trial reader."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from lci.errors import LCIError
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _env():
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(HERE), env.get("PYTHONPATH", "")])
+    return env
+
+
+def _lci(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "lci.cli", *args], capture_output=True,
+                          text=True, env=_env(), cwd=cwd, timeout=600)
+
+
+def _spec(tmp_path, **over):
+    spec = {"name": "s", "fixed": {"dataset": "digits", "epochs": 2, "eval_train": False},
+            "noise": ["sym:0.6"], "methods": ["ce"], "evaluation": {"seeds": 1}}
+    spec.update(over)
+    p = tmp_path / "s.yaml"
+    p.write_text(yaml.safe_dump(spec))
+    return p
+
+
+def _tree(path):
+    return sorted(os.path.relpath(os.path.join(r, f), path)
+                  for r, _, fs in os.walk(path) for f in fs) if os.path.exists(path) else None
+
+
+# --------------------------------------------------------------------------------- the lock
+def test_second_driver_is_refused_at_once_naming_the_holder(tmp_path):
+    from study.lock import StudyLock
+
+    study_dir = tmp_path / "res" / "s"
+    lock = StudyLock(str(study_dir))
+    lock.acquire()
+    try:
+        before = _tree(study_dir)
+        r = _lci("sweep", str(_spec(tmp_path)), "--storage", str(tmp_path / "res"), "--resume",
+                 cwd=tmp_path)
+        assert r.returncode == 2, r.stderr
+        assert f"PID {os.getpid()}" in r.stderr and socket.gethostname() in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+        assert _tree(study_dir) == before  # nothing written by the refused driver
+    finally:
+        lock.release()
+
+
+def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
+    from study.lock import LOCK_FILE, StudyLock, holder
+
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()  # a PID that is certainly dead now
+    os.makedirs(tmp_path / "s")
+    (tmp_path / "s" / LOCK_FILE).write_text(json.dumps(
+        {"pid": p.pid, "host": socket.gethostname(), "started": "earlier"}))
+    said = []
+    lock = StudyLock(str(tmp_path / "s"), echo=said.append)
+    lock.acquire()
+    try:
+        assert holder(str(tmp_path / "s"))["pid"] == os.getpid()
+        assert said and "stale" in said[0] and str(p.pid) in said[0]
+    finally:
+        lock.release()
+
+
+def test_lock_of_another_host_is_respected(tmp_path):
+    from study.lock import LOCK_FILE, StudyLock
+
+    os.makedirs(tmp_path / "s")
+    (tmp_path / "s" / LOCK_FILE).write_text(json.dumps({"pid": 1, "host": "elsewhere"}))
+    with pytest.raises(LCIError, match="elsewhere"):
+        StudyLock(str(tmp_path / "s")).acquire()
+
+
+# ---------------------------------------------------------------------- checks before Ray
+def test_dry_run_checks_every_cells_data_set(tmp_path):
+    missing = tmp_path / "gone.npz"
+    r = _lci("sweep", str(_spec(tmp_path, fixed={"dataset": str(missing), "epochs": 2})),
+             "--dry-run", cwd=tmp_path)
+    assert r.returncode == 2 and "gone.npz" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_missing_data_set_fails_before_ray_and_writes_nothing(tmp_path):
+    missing = tmp_path / "gone.npz"
+    r = _lci("sweep", str(_spec(tmp_path, fixed={"dataset": str(missing), "epochs": 2})),
+             "--storage", str(tmp_path / "res"), cwd=tmp_path)
+    assert r.returncode == 2 and "gone.npz" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "res").exists()
+
+
+def test_resources_beyond_every_node_are_refused(ray_session):
+    from study.runner import check_resources
+    from study.spec import load_spec
+
+    base = {"name": "r", "fixed": {"dataset": "digits"}, "noise": ["sym:0.6"],
+            "methods": ["ce"]}
+    with pytest.raises(LCIError, match=r"cpu=100 gpu=0.*2 CPU / 0 GPU"):
+        check_resources(load_spec({**base, "resources": {"cpu": 100}}))
+    with pytest.raises(LCIError, match=r"cpu=1 gpu=1.*0 GPU"):
+        check_resources(load_spec({**base, "resources": {"gpu": 1}}))
+    assert check_resources(load_spec({**base, "resources": {"cpu": 1}})) == 2
+
+
+@pytest.mark.slow
+def test_refused_resources_exit_2_and_write_nothing(tmp_path):
+    r = _lci("sweep", str(_spec(tmp_path, resources={"cpu": 100})), "--storage",
+             str(tmp_path / "res"), "--num-cpus", "2", cwd=tmp_path)
+    assert r.returncode == 2 and "cpu=100" in r.stderr, r.stderr
+    assert not (tmp_path / "res" / "s").exists()
+
+
+# ------------------------------------------------------------------- lci train, one run
+def test_refused_resume_changes_nothing_and_plain_resume_still_works(tmp_path):
+    out = tmp_path / "run"
+    r = _lci("train", "--set", "epochs=1", "--set", "eval_train=false", "--out", str(out),
+             "--quiet", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    before = (out / "config.json").read_text()
+    r = _lci("train", "--out", str(out), "--resume", "--set", "epochs=1", "--set", "lr=0.5",
+             "--set", "eval_train=false", cwd=tmp_path)
+    assert r.returncode == 2 and "lr" in r.stderr
+    assert (out / "config.json").read_text() == before
+    r = _lci("train", "--out", str(out), "--resume", "--quiet", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+
+
+def test_diverging_run_is_one_line_and_its_own_exit_status(tmp_path):
+    from lci.cli import EXIT_DIVERGED
+
+    r = _lci("train", "--set", "method=ce", "--set", "lr=1000", "--set", "epochs=3",
+             "--set", "eval_train=false", "--out", str(tmp_path / "d"), "--quiet", cwd=tmp_path)
+    assert r.returncode == EXIT_DIVERGED == 3
+    assert "diverged" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+# --------------------------------------------------------------- Optuna after a crash
+def test_resume_marks_orphaned_running_optuna_trials_failed(tmp_path):
+    import optuna
+
+    from study.searcher import make_searcher
+    from study.spec import parse_param
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/optuna.db")
+    s = make_searcher([parse_param("m", [-3, 3], "test")], metric="val_acc", mode="max", seed=0,
+                      n_startup_trials=1, epochs=2, study_name="cell", storage=storage)
+    s.set_search_properties("val_acc", "max", {})
+    s.suggest("t1")
+    ckpt = str(tmp_path / "searcher.pkl")
+    s.save(ckpt)
+    s.suggest("t2")  # asked after the last snapshot, then the driver died
+    states = lambda: [t.state for t in optuna.load_study(study_name="cell",
+                                                         storage=storage).trials]
+    assert states() == [optuna.trial.TrialState.RUNNING] * 2
+    restored = make_searcher([parse_param("m", [-3, 3], "test")], metric="val_acc", mode="max",
+                             seed=0, n_startup_trials=1, epochs=2, study_name="cell",
+                             storage=storage)
+    restored.restore(ckpt)
+    assert states() == [optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.FAIL]
+
+
+# ------------------------------------------------------------------ the one trial reader
+def _trial(folder, epochs_done, planned=3, error=None):
+    os.makedirs(folder)
+    with open(os.path.join(folder, "params.json"), "w") as fh:
+        json.dump({"dataset": "digits", "epochs": planned, "method": "ce", "seed": 0,
+                   "cell": "ce_sym0.6", "phase": "evaluation", "study": "x"}, fh)
+    with open(os.path.join(folder, "result.json"), "w") as fh:
+        for e in range(1, epochs_done + 1):
+            fh.write(json.dumps({"epoch": e, "test_acc": 0.5, "trial_id": os.path.basename(folder),
+                                 "training_iteration": e}) + "\n")
+    if error:
+        with open(os.path.join(folder, "error.txt"), "w") as fh:
+            fh.write(error)
+
+
+def test_one_definition_of_finished_and_failed(tmp_path):
+    """A trial that failed once and recovered (Tune left its error.txt) counts as finished
+    for the study's summary and for analysis/ alike; one that stopped on its error is failed."""
+    from study.trials import FAILED, FINISHED, INCOMPLETE, read_trials
+
+    exp = tmp_path / "study" / "ce_sym0.6__eval"
+    _trial(str(exp / "recovered"), 3, error="RuntimeError: worker died\n")
+    _trial(str(exp / "broken"), 1, error="Traceback...\nRuntimeError: boom\n")
+    _trial(str(exp / "running"), 2)
+    st = {r.trial_id: r.status() for r in read_trials(str(exp))}
+    assert st == {"recovered": FINISHED, "broken": FAILED, "running": INCOMPLETE}
+    assert [r.reason() for r in read_trials(str(exp)) if r.trial_id == "broken"] == \
+        ["RuntimeError: boom"]
