@@ -25,7 +25,7 @@ from lci.errors import LCIError
 
 from . import storage
 from .results import Summary, best_trial, get_path, mean_std, read_trials
-from .spec import Cell, StudySpec, _set_path, with_params
+from .spec import Cell, StudySpec, set_path as _set_path, with_params
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,8 @@ import yaml
 
 from lci.cli import main as lci_main
 from study.searcher import SearchSpace, TruncationAwareOptunaSearch
-from study.spec import SPEC_KEYS, SpecError, load_spec, preset_names
+from lci.losses import LOSS_DEFAULTS, check_params
+from study.spec import LOSS_SEARCH_SPACE, SPEC_KEYS, SpecError, load_spec, preset_names
 
 
 def tiny(**extra):
@@ -154,6 +155,18 @@ def test_default_ranges_and_narrowing():
     assert cfg["alpha"] == 1.5 and cfg["val_fraction"] == 0.1
     assert spec.phase_config(cell, "evaluation")["val_fraction"] == 0.0
     assert "seed" not in spec.search_param_names()  # seeds are trials, never searched
+
+
+def test_default_loss_ranges_are_valid_loss_params():
+    # the study keeps the search ranges, lci the losses: every range must be one lci accepts
+    assert set(LOSS_SEARCH_SPACE) == set(LOSS_DEFAULTS)
+    for name, space in LOSS_SEARCH_SPACE.items():
+        for key, (lo, hi, log) in space.items():
+            assert key in LOSS_DEFAULTS[name]
+            assert lo < hi and (not log or lo > 0)
+            check_params(name, {key: lo})
+            check_params(name, {key: hi})
+    assert LOSS_SEARCH_SPACE["gce"] == {"q": (0.1, 1.0, False)}
 
 
 def test_define_by_run_space_with_real_optuna():
