@@ -15,10 +15,10 @@ This package imports neither Ray nor Optuna, so ``lci sweep --dry-run`` is quick
 format is documented in the README ("Writing a study spec") and in :data:`SPEC_KEYS`.
 
 Modules, bottom up: ``keys`` (the spec's keys and the default search space), ``values``
-(checks of single values), ``params`` (searched/swept parameters), ``cells`` (cells and their
-ids), ``model`` (the spec dataclasses), ``load`` (reading and validating a spec).
+(checks of single values), ``params`` (searched/swept parameters), ``cells`` (cells; their ids
+are spelled by :func:`lci.names.cell_id`), ``model`` (the spec dataclasses), ``load`` (reading and validating a spec).
 """
-from .cells import Cell, build_cells, cell_id, dataset_tag, noise_tag
+from .cells import Cell, build_cells
 from .keys import (AXIS_KEYS, DEFAULT_SPACE, EVAL_KEYS, GENERAL_PARAMS, LCI_ONLY_PARAMS,
                    LCI_PARAMS, LOSS_SEARCH_SPACE, OVERRIDE_KEYS, PHASE_KEYS, PHASES, RESOURCE_KEYS,
                    SCHEDULER_KEYS, SEARCH_KEYS, SPEC_KEYS, SWEEP_KEYS, WHEN_KEYS, SpecError)
@@ -33,7 +33,6 @@ __all__ = [
     "SCHEDULER_KEYS", "SEARCH_KEYS", "SPEC_KEYS", "SWEEP_KEYS", "WHEN_KEYS",
     "Cell", "EvalSpec", "Param", "SchedulerSpec", "SearchSpec", "SpecError", "StudySpec",
     "SweepSpec",
-    "absolute_storage", "build_cells", "cell_id", "dataset_tag", "default_params", "load_spec",
-    "noise_tag", "param_applies", "param_path", "parse_param", "preset_names", "presets_dir",
+    "absolute_storage", "build_cells", "default_params", "load_spec", "param_applies", "param_path", "parse_param", "preset_names", "presets_dir",
     "resolve_spec_path", "set_path", "with_params",
 ]

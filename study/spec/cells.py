@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import copy
 import itertools
-import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping
 
-from lci.config import LCI_METHODS, parse_noise
+from lci.names import LCI_METHODS, cell_id
 
 from .params import Param, param_applies
 
@@ -40,27 +39,6 @@ class Cell:
                 "robust_loss": self.robust_loss, "searched": self.searched,
                 "search_params": [p.name for p in self.search_params],
                 "fixed_params": {p.name: p.value for p in self.fixed_params}}
-
-
-def noise_tag(noise: str) -> str:
-    kind, rate = parse_noise(noise)
-    if kind in ("none", "matrix"):
-        return kind
-    return f"{kind}{rate:g}"
-
-
-def dataset_tag(dataset: str) -> str:
-    """``cifar10`` -> ``cifar10``; ``/data/my_set.npz`` -> ``my_set``."""
-    base = os.path.splitext(os.path.basename(dataset.rstrip("/")))[0]
-    return "".join(ch if ch.isalnum() or ch in "-." else "-" for ch in base) or "data"
-
-
-def cell_id(method: str, robust_loss: str, noise: str, dataset: Optional[str] = None) -> str:
-    """``lci_gce_sym0.8``, ``ce_asym0.4``; with a datasets axis ``cifar10_lci_gce_sym0.8``."""
-    prefix = f"{dataset_tag(dataset)}_" if dataset else ""
-    if method in LCI_METHODS:
-        return f"{prefix}{method}_{robust_loss}_{noise_tag(noise)}"
-    return f"{prefix}{method}_{noise_tag(noise)}"
 
 
 def _matches(when: Mapping[str, List[str]], c: Cell) -> bool:

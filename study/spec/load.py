@@ -10,11 +10,12 @@ import copy
 import os
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
-from lci.config import (BASELINE_METHODS, LCI_METHODS, METHODS, REGISTERED_DATASETS as REGISTERED,
-                        ROBUST_LOSSES, TrainConfig, parse_noise)
+from lci.config import TrainConfig
 from lci.errors import ConfigError, LCIError, allowed
+from lci.names import (BASELINE_METHODS, LCI_METHODS, METHODS, REGISTERED_DATASETS, ROBUST_LOSSES,
+                       dataset_tag, parse_noise)
 
-from .cells import build_cells, dataset_tag
+from .cells import build_cells
 from .keys import (AXIS_KEYS, EVAL_KEYS, OVERRIDE_KEYS, PHASE_KEYS, RESOURCE_KEYS,
                    SCHEDULER_KEYS, SEARCH_KEYS, SPEC_KEYS, SWEEP_KEYS, WHEN_KEYS, SpecError)
 from .model import EvalSpec, SchedulerSpec, SearchSpec, StudySpec, SweepSpec
@@ -71,7 +72,7 @@ def resolve_spec_path(s: str) -> str:
 
 
 def _abs_dataset(ds: Any) -> Any:
-    if isinstance(ds, str) and ds not in REGISTERED and not os.path.isabs(ds) and "://" not in ds:
+    if isinstance(ds, str) and ds not in REGISTERED_DATASETS and not os.path.isabs(ds) and "://" not in ds:
         return os.path.abspath(ds)
     return ds
 
