@@ -37,9 +37,6 @@ class SearchSpace:
                 trial.suggest_categorical(p.optuna_name, list(p.choices))
         return None
 
-    def names(self) -> List[str]:
-        return [p.name for p in self.params]
-
 
 class TruncationAwareOptunaSearch(OptunaSearch):
     """OptunaSearch that tells Optuna the truth about trials stopped early.
