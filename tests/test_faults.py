@@ -90,7 +90,7 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(spec))
     storage = tmp_path / "results"
-    cmd = [sys.executable, "-m", "lci.cli", "sweep", str(spec_path), "--storage", str(storage),
+    cmd = [sys.executable, "-m", "lci_study", "sweep", str(spec_path), "--storage", str(storage),
            "--num-cpus", "2"]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     exp = storage / "crash" / "gce_sym0.6__eval"

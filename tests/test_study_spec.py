@@ -10,7 +10,7 @@ import optuna
 import pytest
 import yaml
 
-from lci.cli import main as lci_main
+from lci_study.cli import main as lci_main
 from study.searcher import SearchSpace, TruncationAwareOptunaSearch
 from lci.losses import LOSS_DEFAULTS, check_params
 from study.spec import LOSS_SEARCH_SPACE, SPEC_KEYS, SpecError, load_spec, preset_names
@@ -75,7 +75,7 @@ def test_dry_run_prints_cells_params_and_counts(tmp_path, capsys):
 # ------------------------------------------------------------------------------ bad specs
 def test_malformed_spec_exits_2_naming_the_key(tmp_path):
     path = write(tmp_path, tiny(serach={"trials": 3}))
-    r = subprocess.run([sys.executable, "-m", "lci.cli", "sweep", path, "--dry-run"],
+    r = subprocess.run([sys.executable, "-m", "lci_study", "sweep", path, "--dry-run"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
@@ -234,7 +234,7 @@ def test_relative_paths_become_absolute(tmp_path, monkeypatch):
 
 
 def test_unwritable_storage_fails_before_ray_starts(tmp_path, capsys):
-    from lci.cli import main
+    from lci_study.cli import main
 
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
