@@ -10,7 +10,9 @@ imports pandas, numpy and matplotlib, and optuna lazily for parameter importance
 """
 from .figures import (auroc, confidence_histograms, save_figure, search_history, sensitivity,
                       spearman_importances, training_curves)
-from .frames import NoRunsFound, discover, history, load, parse_noise, setting_id
+from lci.names import normalize_noise, setting_id
+
+from .frames import NoRunsFound, discover, history, load
 from .paper import PAPER, method_label, paper_value, setting_label
 from .report import report
 from .stats import aggregate, summarize, t_quantile
@@ -22,5 +24,5 @@ __all__ = [
     "training_curves", "sensitivity", "search_history", "confidence_histograms",
     "save_figure", "auroc", "spearman_importances",
     "report", "NoRunsFound", "PAPER", "paper_value", "method_label", "setting_label",
-    "parse_noise", "setting_id",
+    "normalize_noise", "setting_id",
 ]

@@ -18,7 +18,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .frames import LCI_METHODS, RUNTIME_KEYS, default_cell
+from lci.names import LCI_METHODS, default_cell
+
+from .frames import RUNTIME_KEYS
 from .paper import dataset_label, method_label, setting_label
 from .stats import CELL_KEYS, aggregate
 from .tables import percent_scale

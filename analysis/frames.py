@@ -27,10 +27,12 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
+
+from lci.names import default_cell, setting_id
 
 PathLike = Union[str, "os.PathLike[str]"]
 Paths = Union[PathLike, Sequence[PathLike]]
@@ -65,55 +67,12 @@ PHASES = ("search", "evaluation", "sweep", "run")
 PHASE_ALIASES = {"eval": "evaluation", "evaluate": "evaluation", "final": "evaluation",
                  "tune": "search", "hpo": "search"}
 
-LCI_METHODS = ("lci", "lci-two-models", "lci-single")
-
 _CHECKPOINT_DIR = re.compile(r"^checkpoint[_-]")
 _CHECKPOINT_NUM = re.compile(r"^checkpoint_(\d+)$")
-_NOISE = re.compile(r"^\s*(sym|asym)\s*[:_\- ]?\s*([0-9]*\.?[0-9]+)\s*%?\s*$", re.IGNORECASE)
 
 
 class NoRunsFound(ValueError):
     """No Tune trial and no ``lci train`` run folder under the given paths."""
-
-
-# ------------------------------------------------------------------------------ noise names
-def parse_noise(noise: Any) -> Tuple[str, float]:
-    """``"sym:0.8"`` → ``("sym", 0.8)``; ``"none"`` → ``("none", 0.0)``; rates in % accepted."""
-    if noise is None or (isinstance(noise, float) and math.isnan(noise)):
-        return ("unknown", float("nan"))
-    s = str(noise).strip()
-    if s.lower() in ("none", "clean", "", "sym:0", "sym:0.0"):
-        return ("none", 0.0)
-    m = _NOISE.match(s)
-    if not m:
-        return (s, float("nan"))
-    rate = float(m.group(2))
-    if rate > 1.0:
-        rate /= 100.0
-    return (m.group(1).lower(), rate)
-
-
-def setting_id(noise: Any) -> str:
-    """Canonical noise setting, as in cell ids: ``"sym:0.8"`` → ``"sym-0.8"``."""
-    kind, rate = parse_noise(noise)
-    if kind in ("sym", "asym"):
-        return f"{kind}-{rate:g}"
-    return kind
-
-
-def noise_tag(noise: Any) -> str:
-    """``"sym:0.8"`` → ``"sym0.8"``, as in the study's cell ids."""
-    kind, rate = parse_noise(noise)
-    return f"{kind}{rate:g}" if kind in ("sym", "asym") else kind
-
-
-def default_cell(config: Mapping[str, Any]) -> str:
-    """Cell id for a run that does not name one, as the study names cells:
-    ``lci_gce_sym0.8`` (method, robust loss, noise) or ``ce_sym0.8`` for a baseline."""
-    method = str(config.get("method", "unknown"))
-    if method in LCI_METHODS:
-        return f"{method}_{config.get('robust_loss', 'gce')}_{noise_tag(config.get('noise'))}"
-    return f"{method}_{noise_tag(config.get('noise'))}"
 
 
 # ------------------------------------------------------------------------------ file reading

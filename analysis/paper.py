@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from typing import Any, Optional
 
-from .frames import LCI_METHODS, parse_noise
+from lci.names import LCI_METHODS, normalize_noise
 
 #: Test accuracy (%) of Ahn et al. (ICCV 2023), ResNet-34, five seeds:
 #: (dataset, setting, method) → mean. ``lci`` is the full method with a GCE robust model.
@@ -49,14 +49,14 @@ def paper_value(dataset: Any, setting: Any, method: Any, robust_loss: Any = None
 
 def setting_label(setting: Any) -> str:
     """``sym-0.8`` → ``sym 80%``; ``none`` → ``clean``."""
-    kind, rate = parse_noise(str(setting).replace("-", ":", 1))
+    kind, rate = normalize_noise(str(setting).replace("-", ":", 1))
     if kind in ("sym", "asym"):
         return f"{kind} {rate * 100:g}%"
     return "clean" if kind == "none" else str(setting)
 
 
 def setting_sort_key(setting: Any) -> tuple:
-    kind, rate = parse_noise(str(setting).replace("-", ":", 1))
+    kind, rate = normalize_noise(str(setting).replace("-", ":", 1))
     order = {"none": 0, "sym": 1, "asym": 2}.get(kind, 3)
     return (order, 0.0 if math.isnan(rate) else rate, str(setting))
 

@@ -1,26 +1,20 @@
-"""The ``lci`` command: ``train`` (here), ``sweep``/``demo`` (study/), ``report`` (analysis/).
+"""``lci train`` and ``lci ensemble``: each a function taking argv and returning an exit status.
 
-The study and analysis layers are imported only when their sub-command runs, so ``lci train``
-never imports Ray. Every :class:`~lci.errors.LCIError` becomes one line on stderr and exit 2.
+The ``lci`` command, whose dispatcher sits above the layers, calls them and turns every
+:class:`~lci.errors.LCIError` they raise into one line on stderr and exit status 2.
 """
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
-import sys
 import time
 import uuid
-from typing import List, Optional
+from typing import List
 
 from .errors import DivergenceError, LCIError
 
 #: exit status of `lci train` when the loss becomes non-finite (2 is bad input)
 EXIT_DIVERGED = 3
-
-#: sub-command -> "module:function" taking argv and returning an exit status
-DELEGATED = {"sweep": "study.cli:sweep_main", "demo": "study.cli:demo_main",
-             "report": "analysis.cli:main"}
 
 
 def _train_parser() -> argparse.ArgumentParser:
@@ -112,36 +106,3 @@ def ensemble_main(argv: List[str]) -> int:
         print(f"  {m['run']}: {accs(m)}")
     print(f"ensemble of {res['n_members']}: {accs(res)}")
     return 0
-
-
-def main(argv: Optional[List[str]] = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    local = {"train": train_main, "ensemble": ensemble_main}
-    commands = list(local) + list(DELEGATED)
-    if not argv or argv[0] in ("-h", "--help"):
-        print("usage: lci {train,sweep,report,demo,ensemble} ...\n\n"
-              "  train   one run (LCI or a baseline), with a progress bar\n"
-              "  ensemble  averaged-softmax accuracy of several runs ('(E)')\n"
-              "  sweep   a study (Optuna search + seeds) on Ray Tune, local or on a cluster\n"
-              "  report  tables and figures from finished experiments\n"
-              "  demo    the digits study end to end (sweep + report)\n\n"
-              "`lci COMMAND --help` for its options.")
-        return 0 if argv else 2
-    cmd, rest = argv[0], argv[1:]
-    try:
-        if cmd in local:
-            return local[cmd](rest)
-        if cmd in DELEGATED:
-            mod_name, fn_name = DELEGATED[cmd].split(":")
-            return int(getattr(importlib.import_module(mod_name), fn_name)(rest) or 0)
-        raise LCIError(f"unknown command {cmd!r}; allowed: {', '.join(commands)}")
-    except LCIError as e:
-        print(f"lci {cmd}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"lci {cmd}: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -15,16 +15,12 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from .errors import ConfigError, allowed
-from .noise import NOISE_CONVENTIONS, NOISE_KINDS
+from .names import (BASELINE_METHODS, LCI_METHODS, METHODS, ROBUST_LOSSES,  # noqa: F401
+                    parse_noise)
+from .noise import NOISE_CONVENTIONS
 
 # ----------------------------------------------------------------------------------- names
-#: Methods whose training uses label confidence (two parameter sets except lci-single).
-LCI_METHODS = ("lci", "lci-two-models", "lci-single")
-#: Single-model baselines of Table 1; the method name is also the loss name.
-BASELINE_METHODS = ("ce", "bs", "ls", "mae", "gce", "sce", "nce_rce", "js", "gjs")
-METHODS = LCI_METHODS + BASELINE_METHODS
-#: Losses the noise-robust model of an lci method may use.
-ROBUST_LOSSES = ("gce", "mae", "sce", "nce_rce", "js", "gjs", "ce", "bs", "ls")
+# Methods, losses, data sets and noise kinds are shared with study/ and analysis/: lci/names.py.
 CE_NORMS = ("mean", "complement")
 PENALTIES = ("l2", "distill")
 INITS = ("shared", "independent")
@@ -305,28 +301,6 @@ class TrainConfig:
 
 
 # ------------------------------------------------------------------------------- helpers
-def parse_noise(spec: str) -> Tuple[str, float]:
-    """``"sym:0.8"`` -> ``("sym", 0.8)``; ``"none"`` -> ``("none", 0.0)``."""
-    if not isinstance(spec, str):
-        raise ConfigError(f"noise={spec!r} must be a string like 'sym:0.8', 'asym:0.4' or 'none'")
-    s = spec.strip().lower()
-    if s in ("none", "clean", ""):
-        return "none", 0.0
-    if s == "matrix":
-        return "matrix", 1.0
-    kind, sep, rate_s = s.partition(":")
-    if kind not in NOISE_KINDS or not sep:
-        raise ConfigError(f"noise={spec!r} is not a noise setting; allowed: 'none', 'sym:R', "
-                          "'asym:R' with R in [0, 1], or 'matrix'")
-    try:
-        rate = float(rate_s)
-    except ValueError:
-        raise ConfigError(f"noise={spec!r}: rate {rate_s!r} is not a number in [0, 1]") from None
-    if not 0.0 <= rate <= 1.0 or math.isnan(rate):
-        raise ConfigError(f"noise={spec!r}: rate {rate} is outside [0, 1]")
-    return kind, rate
-
-
 def _looks_like_path(s: str) -> bool:
     return isinstance(s, str) and (os.sep in s or s.endswith((".npz", ".csv")) or os.path.exists(s))
 

@@ -214,20 +214,7 @@ _RANGES: Dict[str, Tuple[float, float, bool, bool]] = {
     "b": (0.0, math.inf, False, False),
 }
 
-#: Optuna ranges ``{loss: {param: (low, high, log)}}`` of each loss's own parameters.
-#: ``mae.scale`` is not searched: it only rescales the gradient (a learning-rate factor) and,
-#: in LCI, the loss values that the confidence's ``m`` already shifts; it stays at 2 (‖p−y‖₁).
-LOSS_SEARCH_SPACE: Dict[str, Dict[str, Tuple[float, float, bool]]] = {
-    "ce": {},
-    "bs": {"t": (0.0, 0.5, False)},
-    "ls": {"eps": (0.0, 0.5, False)},
-    "mae": {},
-    "gce": {"q": (0.1, 1.0, False)},
-    "sce": {"a": (0.01, 1.0, True), "b": (0.1, 10.0, True)},
-    "nce_rce": {"a": (0.1, 10.0, True), "b": (0.1, 10.0, True)},
-    "js": {"pi1": (0.1, 0.9, False)},
-    "gjs": {"pi1": (0.1, 0.9, False)},
-}
+# The search ranges of these parameters are a study fact: study/spec/keys.py (LOSS_SEARCH_SPACE).
 
 
 def available() -> List[str]:

@@ -42,6 +42,7 @@ from typing import Any, Dict, Optional, Sequence, Union
 import numpy as np
 
 from .errors import ConfigError, allowed
+from .names import NOISE_KINDS
 
 __all__ = [
     "NOISE_KINDS",
@@ -57,7 +58,6 @@ __all__ = [
     "make_noisy_labels",
 ]
 
-NOISE_KINDS = ("none", "sym", "asym", "matrix")
 NOISE_CONVENTIONS = ("gjs", "exclusive")
 
 #: CIFAR-10: truck→automobile, bird→airplane, cat→dog, dog→cat, deer→horse.

@@ -1,4 +1,4 @@
-"""``lci sweep`` and ``lci demo`` (dispatched here by lci/cli.py, which turns every
+"""``lci sweep`` and ``lci demo`` (dispatched here by lci_study/cli.py, which turns every
 :class:`~lci.errors.LCIError` into one line on stderr and exit status 2)."""
 from __future__ import annotations
 

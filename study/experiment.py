@@ -16,8 +16,7 @@ from lci.errors import LCIError
 from . import storage, tune_compat
 from .graph import ExperimentNode
 from .progress import TrialEvents
-from .spec import StudySpec, with_params
-from .spec import _set_path as set_path
+from .spec import StudySpec, set_path, with_params
 from .trials import FAILED, FINISHED, TrialRecord, read_trials
 
 logger = logging.getLogger(__name__)

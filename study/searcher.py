@@ -25,9 +25,9 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)  # no line per created stud
 class SearchSpace:
     """Define-by-run space of one cell: ``space(trial)`` calls ``trial.suggest_*`` for each
     searched parameter. The robust loss's own parameters (``gce.q``...) appear only in the
-    cells whose loss they belong to: that is decided when the cell is built (spec.py), so the
-    space is conditional on the robust loss. Names with a ``/`` (``robust_loss_params/q``)
-    are unflattened by OptunaSearch into the nested config key."""
+    cells whose loss they belong to: that is decided when the cell is built
+    (``study/spec/cells.py``), so the space is conditional on the robust loss. Names with a
+    ``/`` (``robust_loss_params/q``) are unflattened by OptunaSearch into the nested config key."""
 
     def __init__(self, params: Sequence[Param]):
         self.params = list(params)
@@ -39,9 +39,6 @@ class SearchSpace:
             elif p.kind == "categorical":
                 trial.suggest_categorical(p.optuna_name, list(p.choices))
         return None
-
-    def names(self) -> List[str]:
-        return [p.name for p in self.params]
 
 
 class TruncationAwareOptunaSearch(OptunaSearch):

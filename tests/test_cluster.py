@@ -99,7 +99,7 @@ def test_sweep_on_an_existing_head_node(head_node, tmp_path):
             "search": {"trials": 2}, "evaluation": {"seeds": 1}}
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(spec))
-    r = subprocess.run([sys.executable, "-m", "lci.cli", "sweep", str(spec_path),
+    r = subprocess.run([sys.executable, "-m", "lci_study", "sweep", str(spec_path),
                         "--address", head_node["address"], "--storage", str(tmp_path / "res")],
                        capture_output=True, text=True, env=head_node["env"], timeout=400,
                        cwd=tmp_path)

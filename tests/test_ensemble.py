@@ -27,17 +27,17 @@ def test_ensemble_of_two_runs(tmp_path):
         [json.load(open(f"{d}/result.json"))["test_acc"] for d in dirs]
     assert res["test_acc_top5"] >= res["test_acc"]
 
-    p = subprocess.run([sys.executable, "-m", "lci.cli", "ensemble", *dirs, "--json"],
+    p = subprocess.run([sys.executable, "-m", "lci_study", "ensemble", *dirs, "--json"],
                        capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout.strip().splitlines()[-1])["test_acc"] == expected
 
 
 def test_ensemble_needs_two_runs_with_checkpoints(tmp_path):
-    p = subprocess.run([sys.executable, "-m", "lci.cli", "ensemble", str(tmp_path)],
+    p = subprocess.run([sys.executable, "-m", "lci_study", "ensemble", str(tmp_path)],
                        capture_output=True, text=True)
     assert p.returncode == 2 and "at least two runs" in p.stderr
-    p = subprocess.run([sys.executable, "-m", "lci.cli", "ensemble", str(tmp_path), str(tmp_path)],
+    p = subprocess.run([sys.executable, "-m", "lci_study", "ensemble", str(tmp_path), str(tmp_path)],
                        capture_output=True, text=True)
     assert p.returncode == 2 and "config.json" in p.stderr
 

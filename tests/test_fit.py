@@ -122,7 +122,7 @@ def test_baselines_report_no_robust_metrics(tmp_path):
 
 
 def run_cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "lci.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "lci_study", *args], capture_output=True,
                           text=True, cwd=cwd)
 
 

@@ -122,7 +122,7 @@ def one_thread():
 
 def lci_cli(*args):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "lci.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "lci_study", *args], capture_output=True,
                           text=True, env=env)
 
 
@@ -438,7 +438,7 @@ def test_webvision_study_and_ensemble_of_trials(data_dir, tmp_path):
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
-    p = subprocess.run([sys.executable, "-m", "lci.cli", "sweep", str(path)],
+    p = subprocess.run([sys.executable, "-m", "lci_study", "sweep", str(path)],
                        capture_output=True, text=True, env=env, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     trials = sorted(glob.glob(str(tmp_path / "results" / "rw_tiny" / "gce_none__eval" / "*" /

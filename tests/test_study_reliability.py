@@ -23,7 +23,7 @@ def _env():
 
 
 def _lci(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "lci.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "lci_study", *args], capture_output=True,
                           text=True, env=_env(), cwd=cwd, timeout=600)
 
 

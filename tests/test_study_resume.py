@@ -50,7 +50,7 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(SPEC))
     sdir = tmp_path / "results" / "resumable"
-    cmd = [sys.executable, "-m", "lci.cli", "sweep", str(spec_path), "--storage",
+    cmd = [sys.executable, "-m", "lci_study", "sweep", str(spec_path), "--storage",
            str(tmp_path / "results"), "--num-cpus", "2"]
     log1 = open(tmp_path / "run1.log", "w")
     p = subprocess.Popen(cmd, stdout=log1, stderr=subprocess.STDOUT, env=_env(), cwd=tmp_path)
@@ -107,7 +107,7 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
 
 
 def test_existing_study_needs_resume(tmp_path):
-    from lci.cli import main
+    from lci_study.cli import main
 
     spec = dict(SPEC, search=None, methods=["ce"], evaluation={"seeds": 1})
     spec.pop("search")

@@ -10,9 +10,10 @@ import optuna
 import pytest
 import yaml
 
-from lci.cli import main as lci_main
+from lci_study.cli import main as lci_main
 from study.searcher import SearchSpace, TruncationAwareOptunaSearch
-from study.spec import SPEC_KEYS, SpecError, load_spec, preset_names
+from lci.losses import LOSS_DEFAULTS, check_params
+from study.spec import LOSS_SEARCH_SPACE, SPEC_KEYS, SpecError, load_spec, preset_names
 
 
 def tiny(**extra):
@@ -74,7 +75,7 @@ def test_dry_run_prints_cells_params_and_counts(tmp_path, capsys):
 # ------------------------------------------------------------------------------ bad specs
 def test_malformed_spec_exits_2_naming_the_key(tmp_path):
     path = write(tmp_path, tiny(serach={"trials": 3}))
-    r = subprocess.run([sys.executable, "-m", "lci.cli", "sweep", path, "--dry-run"],
+    r = subprocess.run([sys.executable, "-m", "lci_study", "sweep", path, "--dry-run"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
@@ -156,6 +157,18 @@ def test_default_ranges_and_narrowing():
     assert "seed" not in spec.search_param_names()  # seeds are trials, never searched
 
 
+def test_default_loss_ranges_are_valid_loss_params():
+    # the study keeps the search ranges, lci the losses: every range must be one lci accepts
+    assert set(LOSS_SEARCH_SPACE) == set(LOSS_DEFAULTS)
+    for name, space in LOSS_SEARCH_SPACE.items():
+        for key, (lo, hi, log) in space.items():
+            assert key in LOSS_DEFAULTS[name]
+            assert lo < hi and (not log or lo > 0)
+            check_params(name, {key: lo})
+            check_params(name, {key: hi})
+    assert LOSS_SEARCH_SPACE["gce"] == {"q": (0.1, 1.0, False)}
+
+
 def test_define_by_run_space_with_real_optuna():
     spec = load_spec(tiny(search={"trials": 2}))
     cell = next(c for c in spec.cells if c.method == "lci")
@@ -221,7 +234,7 @@ def test_relative_paths_become_absolute(tmp_path, monkeypatch):
 
 
 def test_unwritable_storage_fails_before_ray_starts(tmp_path, capsys):
-    from lci.cli import main
+    from lci_study.cli import main
 
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
