@@ -72,7 +72,9 @@ class TrainConfig:
                                      # (clothing1m/webvision have real noise: `noise` resolves to none)
     data_dir: str = "data"           # where registered data sets live on disk
     noise: str = "sym:0.8"           # "none", "sym:R", "asym:R" or "matrix" (see noise_transition)
-    noise_convention: str = "gjs"    # sym noise: "gjs" (may keep the label) or "exclusive"
+    noise_convention: str = "gjs"    # "gjs": sym may keep the label, CIFAR-10 asym is GJS's
+                                     # sequential procedure; "exclusive": sym never keeps it;
+                                     # "independent": asym flips drawn from the true labels
     noise_transition: Optional[Union[str, List[List[float]]]] = None  # T[true, noisy] or its file
     val_fraction: float = 0.0        # held out of the noisy train set for searches (val_acc)
     train_subset: Union[int, str] = "auto"  # class-balanced subset of N training samples drawn
