@@ -65,3 +65,20 @@ def test_realized_rates_on_cifar10_shaped_labels(rate, expect):
     got = np.mean([make_noisy_labels(y, "asym", rate, 10, s, dataset="cifar10").realized_rate
                    for s in range(5)])
     assert got == pytest.approx(expect, abs=0.001)
+
+
+@pytest.mark.parametrize("total,start", [(10, 3), (12, 3), (13, 4), (1, 1), (400, 100)])
+def test_label_correction_starts_after_ceil_n_over_4(total, start):
+    # Algorithm 1 line 6: correct when iter > ceil(n/4), iter counted from 1, i.e. from the
+    # 0-based step ceil(n/4) on (int() was one step early when 4 does not divide n)
+    import torch
+
+    from lci.augment import Augmenter
+    from lci.config import TrainConfig
+    from lci.engine import Engine
+
+    cfg = TrainConfig(method="lci", device="cpu").resolved()
+    aug = Augmenter((0.5,), (0.5,), pad=0, hflip=False)
+    eng = Engine(cfg, lambda: torch.nn.Linear(4, 3), 3, aug, torch.device("cpu"),
+                 total_steps=total)
+    assert eng.correction_step == start == math.ceil(total / 4)
