@@ -82,3 +82,104 @@ def test_label_correction_starts_after_ceil_n_over_4(total, start):
     eng = Engine(cfg, lambda: torch.nn.Linear(4, 3), 3, aug, torch.device("cpu"),
                  total_steps=total)
     assert eng.correction_step == start == math.ceil(total / 4)
+
+
+# ------------------------------------------------------------ presets: GJS's per-setting values
+SYM = ["sym:0.0", "sym:0.2", "sym:0.4", "sym:0.6", "sym:0.8"]
+ASYM = ["asym:0.2", "asym:0.4"]
+# (lr, weight decay, pi1) read off ErikEnglesson/GJS scripts/C10/{sym,asym}/{js,gjs}-*.yaml
+GJS_C10 = {
+    ("js", "sym:0.0"): (0.01, 5e-4, 0.1), ("js", "sym:0.2"): (0.01, 5e-4, 0.7),
+    ("js", "sym:0.4"): (0.01, 5e-4, 0.7), ("js", "sym:0.6"): (0.01, 5e-4, 0.9),
+    ("js", "sym:0.8"): (0.01, 5e-4, 0.9),
+    ("js", "asym:0.2"): (0.1, 1e-3, 0.3), ("js", "asym:0.4"): (0.1, 1e-3, 0.3),
+    ("gjs", "sym:0.0"): (0.1, 5e-4, 0.5), ("gjs", "sym:0.2"): (0.1, 5e-4, 0.3),
+    ("gjs", "sym:0.4"): (0.1, 5e-4, 0.9), ("gjs", "sym:0.6"): (0.1, 5e-4, 0.1),
+    ("gjs", "sym:0.8"): (0.1, 5e-4, 0.1),
+    ("gjs", "asym:0.2"): (0.1, 1e-3, 0.3), ("gjs", "asym:0.4"): (0.1, 1e-3, 0.3),
+}
+# ... and scripts/C100/{sym,asym}/{js,gjs}-*.yaml
+GJS_C100 = {
+    ("js", "sym:0.0"): (0.2, 1e-4, 0.1), ("js", "sym:0.2"): (0.2, 1e-4, 0.1),
+    ("js", "sym:0.4"): (0.2, 1e-4, 0.3), ("js", "sym:0.6"): (0.2, 1e-4, 0.5),
+    ("js", "sym:0.8"): (0.2, 1e-4, 0.3),
+    ("js", "asym:0.2"): (0.1, 1e-4, 0.5), ("js", "asym:0.4"): (0.1, 1e-4, 0.5),
+    ("gjs", "sym:0.0"): (0.2, 5e-5, 0.3), ("gjs", "sym:0.2"): (0.2, 5e-5, 0.3),
+    ("gjs", "sym:0.4"): (0.2, 5e-5, 0.5), ("gjs", "sym:0.6"): (0.2, 5e-5, 0.9),
+    ("gjs", "sym:0.8"): (0.2, 5e-5, 0.1),
+    ("gjs", "asym:0.2"): (0.4, 1e-4, 0.5), ("gjs", "asym:0.4"): (0.4, 1e-4, 0.1),
+}
+# losses GJS publishes no script for: the values of GJS's own scripts for the noise type
+OTHERS = {"cifar10": {"sym": (0.1, 5e-4), "asym": (0.1, 1e-3)},
+          "cifar100": {"sym": (0.2, 5e-5), "asym": (0.4, 1e-4)}}
+
+
+@pytest.mark.parametrize("preset,scripts", [("table1_cifar10", GJS_C10),
+                                            ("table1_cifar100", GJS_C100)])
+def test_table1_cells_use_the_gjs_scripts_values(preset, scripts):
+    from study.protocol_view import cell_settings
+    from study.spec import load_spec
+
+    rows = cell_settings(load_spec(preset))
+    assert len(rows) == 70
+    for r in rows:
+        assert r["augment"] == "strong" and r["noise_convention"] == "gjs"
+        assert (r["model"], r["epochs"], r["batch_size"]) == ("preact_resnet34", 400, 128)
+        assert (r["lr_schedule"], r["lr_milestones"]) == ("multistep", [0.5, 0.75])
+        key = (r["method"], r["noise"])
+        if key in scripts:
+            assert (r["lr"], r["weight_decay"], r["pi1"]) == pytest.approx(scripts[key]), key
+        else:
+            kind = r["noise"].split(":")[0]
+            assert (r["lr"], r["weight_decay"]) == pytest.approx(OTHERS[r["dataset"]][kind]), key
+            assert r["pi1"] is None
+    assert {r["cell"] for r in rows if (r["method"], r["noise"]) in scripts} == \
+        {r["cell"] for r in rows if r["method"] in ("js", "gjs")}
+
+
+def test_table2_cells_use_the_table1_values():
+    from study.protocol_view import cell_settings
+    from study.spec import load_spec
+
+    rows = cell_settings(load_spec("table2_ablation"))
+    assert len(rows) == 16
+    for r in rows:
+        kind = r["noise"].split(":")[0]
+        assert (r["lr"], r["weight_decay"]) == pytest.approx(OTHERS[r["dataset"]][kind])
+        assert r["augment"] == "strong"
+
+
+def test_views_per_method():
+    from study.protocol_view import cell_settings
+    from study.spec import load_spec
+
+    views = {r["method"]: r["views"] for r in cell_settings(load_spec("table1_cifar10"))}
+    assert views["gjs"] == "2 strong (x', x'')"
+    assert views["js"] == views["ce"] == "1 strong (x')"
+    assert views["lci"] == "θ: 1 strong (x'); θ*: 2 strong (x', x'')"
+    abl = {r["method"]: r["views"] for r in cell_settings(load_spec("table2_ablation"))}
+    assert abl["lci-two-models"] == "θ: 1 strong (x'); θ*: 1 strong (x')"
+    assert abl["lci-single"] == "θ: 1 strong (x')"
+
+
+def test_readme_protocol_tables_are_the_presets():
+    import os
+
+    from study.protocol_view import cell_settings, format_cell_settings
+    from study.spec import load_spec
+
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md"), encoding="utf-8").read()
+    section = readme[readme.index("## Protocol"):readme.index("<!-- END protocol -->")]
+    for preset in ("table1_cifar10", "table1_cifar100"):
+        table = format_cell_settings(cell_settings(load_spec(preset)))
+        assert table in section, preset
+    # the realized rates the README states are the measured ones (test above)
+    assert "asym:0.2 → 9.55 %" in section and "asym:0.4 → 18.40 %" in section
+
+
+def test_cifar_profiles_use_the_strong_view_digits_unchanged():
+    from lci.config import TrainConfig
+
+    assert TrainConfig(dataset="cifar10").resolved().augment == "strong"
+    assert TrainConfig(dataset="cifar100").resolved().augment == "strong"
+    assert TrainConfig(dataset="digits").resolved().augment == "weak"
