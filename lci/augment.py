@@ -130,7 +130,8 @@ class Augmenter:
         if self.mode == "none":
             return self.normalize(x)
         if self.mode == "strong":       # GJS: RandAugment on the stored image, before the crop
-            x = self._rand_augment(x.float()).to(torch.uint8)  # whole numbers in [0, 255]
+            with torch.autocast(x.device.type, enabled=False):  # PIL's arithmetic, in fp32/64
+                x = self._rand_augment(x.float()).to(torch.uint8)  # whole numbers in [0, 255]
         x = self._crop_flip(x)           # on uint8: moves a quarter of the bytes of float
         xf = x.float()
         if self.jitter is not None:
@@ -173,12 +174,9 @@ class Augmenter:
                 v = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322],
                                   [0.211, -0.523, 0.312]], dtype=torch.float64)
                 v = (v if name == "yiq" else torch.linalg.inv(v)).float()
-            elif name in ("cutout_fill", "cutout_fill1"):  # CutoutAbs colour, RGB or grey
+            else:  # CutoutAbs colour, RGB ("cutout_fill") or grey ("cutout_fill1")
                 v = torch.tensor(_CUTOUT_ABS_FILL if name == "cutout_fill" else _CUTOUT_ABS_FILL[:1])
                 v = v.view(1, -1, 1, 1)
-            else:  # sharpness: PIL's ImageFilter.SMOOTH kernel
-                v = torch.tensor([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]]) / 13.0
-                v = v.view(1, 1, 3, 3)
             self._consts[key] = v.to(device)
         return self._consts[key]
 
@@ -280,12 +278,17 @@ class Augmenter:
         _, lo, hi = _RA_RANGES[_OP[name]]
         return (float(self.magnitude) / 30) * float(hi - lo) + lo
 
-    def _geometry(self, H: int, W: int, device: torch.device) -> torch.Tensor:
+    def _geometry(self, H: int, W: int, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
         """``[11, H·W]`` flat source index (−1: outside, filled black) of every output pixel:
-        identity, then each op of :data:`_GEOMETRIC` with sign +, then −. Built once per size on
-        the host with PIL's arithmetic (see :func:`_pil_affine_source`)."""
+        identity, then each op of :data:`_GEOMETRIC` with sign +, then −; and, per op of
+        :data:`OPS`, the row of its + map (0: not geometric). Built once per size on the host
+        with PIL's arithmetic (see :func:`_pil_affine_source`)."""
         key = (device, f"geometry{H}x{W}")
         if key not in self._consts:
+            base = torch.zeros(len(OPS), dtype=torch.long)
+            for g, name in enumerate(_GEOMETRIC):
+                base[_OP[name]] = 1 + 2 * g
+            self._consts[(device, "geometry_rows")] = base.to(device)
             maps = [np.arange(H * W, dtype=np.int64)]
             for name in _GEOMETRIC:
                 for sign in (1.0, -1.0):
@@ -302,7 +305,7 @@ class Augmenter:
                         a = (1.0, 0.0, 0.0, 0.0, 1.0, v)
                     maps.append(_pil_affine_source(a, H, W))
             self._consts[key] = torch.from_numpy(np.stack(maps)).to(device)
-        return self._consts[key]
+        return self._consts[key], self._consts[(device, "geometry_rows")]
 
     def _rand_augment(self, x: torch.Tensor, op: Optional[torch.Tensor] = None,
                       sign: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -325,12 +328,9 @@ class Augmenter:
             return (op == _OP[name]).view(B, 1, 1, 1)
 
         # --- geometric: PIL's nearest-neighbour source pixel of every output pixel
-        base = torch.zeros(len(OPS), dtype=torch.long, device=dev)
-        for g, name in enumerate(_GEOMETRIC):
-            base[_OP[name]] = 1 + 2 * g
-        geo = base[op]
-        which = geo + ((geo > 0) & (sign < 0)).long()
-        src = self._geometry(H, W, dev)[which]                        # [B, H·W]
+        maps, rows = self._geometry(H, W, dev)
+        geo = rows[op]
+        src = maps[geo + ((geo > 0) & (sign < 0)).long()]            # [B, H·W]
         flat = x.reshape(B, C, H * W)
         moved = flat.gather(2, src.clamp_min(0)[:, None, :].expand(B, C, H * W))
         out = moved.masked_fill((src < 0)[:, None, :], 0.0).view(B, C, H, W)
@@ -352,7 +352,7 @@ class Augmenter:
         gray = _pil_luma(x)                                          # [B, 1, H, W]
 
         def blend(name: str, degenerate: torch.Tensor) -> torch.Tensor:
-            f = torch.tensor(self._ra_value(name), dtype=torch.float32).item()
+            f = float(np.float32(self._ra_value(name)))  # PIL's ImagingBlend takes a C float
             return (degenerate + f * (x - degenerate)).clamp(0.0, 255.0).floor()
 
         out = torch.where(is_op("color"), blend("color", gray.expand_as(x)), out)
@@ -360,9 +360,12 @@ class Augmenter:
         out = torch.where(is_op("contrast"), blend("contrast", mean.expand_as(x)), out)
         out = torch.where(is_op("brightness"), blend("brightness", torch.zeros_like(x)), out)
         if H >= 3 and W >= 3:  # ImageFilter.SMOOTH; the border keeps its pixels, as in PIL
-            smooth = F.conv2d(x.reshape(B * C, 1, H, W), self._const("sharp", dev))
+            # (1 1 1 / 1 5 1 / 1 1 1)/13 as a whole-number sum (exact: no TF32/bf16 conv),
+            # rounded as PIL's clip8
+            box = sum(x[:, :, i:H - 2 + i, j:W - 2 + j] for i in range(3) for j in range(3))
+            smooth = (box + 4.0 * x[:, :, 1:-1, 1:-1]) / 13.0
             degenerate = x.clone()
-            degenerate[:, :, 1:-1, 1:-1] = torch.floor(smooth.view(B, C, H - 2, W - 2) + 0.5)
+            degenerate[:, :, 1:-1, 1:-1] = torch.floor(smooth + 0.5)
             out = torch.where(is_op("sharpness"), blend("sharpness", degenerate), out)
         else:
             out = torch.where(is_op("sharpness"), x, out)
