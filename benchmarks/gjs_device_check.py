@@ -69,6 +69,28 @@ def main():
         torch.cuda.synchronize()
         print(f"{mode}: {(time.perf_counter() - t) * 10:.3f} ms per 128-image view (no sync)")
 
+    # one lci training step (preact_resnet34, batch 128, bf16) with weak vs strong views
+    from lci.config import TrainConfig
+    from lci.engine import Engine
+    from lci.models import create_model
+
+    y = torch.randint(0, 10, (128,), device=dev)
+    for mode in ("weak", "strong"):
+        cfg = TrainConfig(dataset="cifar10", method="lci", augment=mode, device="cuda").resolved()
+        aug = Augmenter((0.49, 0.48, 0.45), (0.2, 0.2, 0.2), pad=4, hflip=True, mode=mode,
+                        generator=torch.Generator(device=dev).manual_seed(0))
+        eng = Engine(cfg, lambda: create_model("preact_resnet34", 10, in_channels=3, image_size=32),
+                     10, aug, dev, total_steps=1000)
+        eng.train()
+        for _ in range(10):
+            eng.step(xb, y)
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        for _ in range(50):
+            eng.step(xb, y)
+        torch.cuda.synchronize()
+        print(f"lci step, {mode} views: {(time.perf_counter() - t) * 20:.2f} ms")
+
 
 if __name__ == "__main__":
     main()
