@@ -158,20 +158,30 @@ def _ildoonet_op(img, name, v):
     return img.transform(img.size, affine, matrix)
 
 
-@pytest.mark.parametrize("magnitude", [3, 11])
-def test_each_rand_augment_op_equals_pil_as_ildoonet_calls_it(magnitude):
+@pytest.mark.parametrize("magnitude,device", [
+    (3, "cpu"), (11, "cpu"),
+    pytest.param(3, "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                     reason="needs CUDA"))])
+def test_each_rand_augment_op_equals_pil_as_ildoonet_calls_it(magnitude, device):
+    import contextlib
+
     np = pytest.importorskip("numpy")
     Image = pytest.importorskip("PIL.Image")
     x = _images(b=5, h=32, w=32)
     x[3] = x[3] // 3 + 60          # a narrow range (autocontrast, equalize)
     x[4] = (x[4] // 64) * 64       # few levels
-    a = _aug("strong", magnitude=magnitude)
+    a = Augmenter(MEAN, STD, pad=4, hflip=True, mode="strong", magnitude=magnitude)
+    # on CUDA inside bf16 autocast, as the engine calls it: the arithmetic must stay exact
+    amp = (torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda"
+           else contextlib.nullcontext())
     checked = 0
     for i, name in enumerate(OPS):
         if name == "cutout_abs":
             continue
         for sign in (1.0, -1.0):
-            out = a._rand_augment(x.float(), op=torch.full((5,), i), sign=torch.full((5,), sign))
+            with amp:
+                out = a._rand_augment(x.to(device).float(), op=torch.full((5,), i, device=device),
+                                      sign=torch.full((5,), sign, device=device)).cpu()
             v = a._ra_value(name) * (sign if name in ("rotate", "shear_x", "shear_y",
                                                       "translate_x", "translate_y") else 1.0)
             for b in range(len(x)):
