@@ -12,7 +12,7 @@ from typing import Any, Dict, List
 
 from lci.config import LCI_METHODS, TrainConfig
 
-__all__ = ["views_of", "cell_settings", "format_cell_settings"]
+__all__ = ["views_of", "cell_settings", "format_cell_settings", "describe"]
 
 
 def views_of(cfg: TrainConfig) -> str:
@@ -92,3 +92,13 @@ def format_cell_settings(rows: List[Dict[str, Any]]) -> str:
         lines.append(f"| {name} | {views.pop() if shared else 'per cell'} | "
                      + " | ".join(by_col.get(c, "-") for c in cols) + " |")
     return "\n".join(lines)
+
+
+def describe(spec) -> str:
+    """The block a dry run prints: what every cell trains with, then the table."""
+    rows = cell_settings(spec)
+    common = {k: sorted({str(r[k]) for r in rows}) for k in
+              ("model", "epochs", "batch_size", "lr_schedule", "noise_convention")}
+    head = ", ".join(f"{k} {'/'.join(v)}" for k, v in common.items())
+    return (f"settings per cell ({head}); entries: lr / weight decay (/ π1 for JS, GJS)\n"
+            + format_cell_settings(rows))

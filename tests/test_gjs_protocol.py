@@ -183,3 +183,14 @@ def test_cifar_profiles_use_the_strong_view_digits_unchanged():
     assert TrainConfig(dataset="cifar10").resolved().augment == "strong"
     assert TrainConfig(dataset="cifar100").resolved().augment == "strong"
     assert TrainConfig(dataset="digits").resolved().augment == "weak"
+
+
+def test_describe_is_the_dry_run_block():
+    from study.protocol_view import cell_settings, describe, format_cell_settings
+    from study.spec import load_spec
+
+    spec = load_spec("table1_cifar10")
+    text = describe(spec)
+    first, rest = text.split("\n", 1)
+    assert "model preact_resnet34" in first and "epochs 400" in first and "noise_convention gjs" in first
+    assert rest == format_cell_settings(cell_settings(spec))
