@@ -63,10 +63,12 @@ def __getattr__(name: str):
 DATASET_PROFILES: Dict[str, Dict[str, Any]] = {
     "digits": dict(model="small_cnn", epochs=60, batch_size=64, lr=0.05, weight_decay=5e-4,
                    augment="weak", lr_schedule="cosine"),
+    # augment "strong": GJS's view for every loss (its train.py default --augs s; scripts:
+    # RandAugment N=1 M=3 + Cutout 16); the README's protocol section
     "cifar10": dict(model="preact_resnet34", epochs=400, batch_size=128, lr=0.1,
-                    weight_decay=5e-4, augment="weak", lr_schedule="multistep"),
+                    weight_decay=5e-4, augment="strong", lr_schedule="multistep"),
     "cifar100": dict(model="preact_resnet34", epochs=400, batch_size=128, lr=0.2,
-                     weight_decay=5e-5, augment="weak", lr_schedule="multistep"),
+                     weight_decay=5e-5, augment="strong", lr_schedule="multistep"),
     # Clothing1M / mini-WebVision: the ELR+ settings the paper adopts (Section 4.2; ELR+'s
     # config_clothing1m.json / config_webvision.json): SGD momentum 0.9, Clothing1M lr 0.002,
     # wd 1e-3, batch 64, 15 epochs; WebVision lr 0.02, wd 5e-4, batch 32, 100 epochs. ELR+
@@ -94,7 +96,9 @@ class TrainConfig:
                                      # (clothing1m/webvision have real noise: `noise` resolves to none)
     data_dir: str = "data"           # where registered data sets live on disk
     noise: str = "sym:0.8"           # "none", "sym:R", "asym:R" or "matrix" (see noise_transition)
-    noise_convention: str = "gjs"    # sym noise: "gjs" (may keep the label) or "exclusive"
+    noise_convention: str = "gjs"    # "gjs": sym may keep the label, CIFAR-10 asym is GJS's
+                                     # sequential procedure; "exclusive": sym never keeps it;
+                                     # "independent": asym flips drawn from the true labels
     noise_transition: Optional[Union[str, List[List[float]]]] = None  # T[true, noisy] or its file
     val_fraction: float = 0.0        # held out of the noisy train set for searches (val_acc)
     train_subset: Union[int, str] = "auto"  # class-balanced subset of N training samples drawn

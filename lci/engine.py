@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 from typing import Callable, Dict, List, Optional
 
 import torch
@@ -61,7 +62,7 @@ class Engine:
         self.mu = torch.zeros((), device=device, dtype=torch.float32)
         self.step_count = 0
         # Algorithm 1 line 6: correction from iteration ceil(n/4) on (n = all iterations)
-        self.correction_step = int(cfg.correction_start * total_steps)
+        self.correction_step = math.ceil(round(cfg.correction_start * total_steps, 9))
         loss_name = cfg.method if cfg.method in BASELINE_METHODS else cfg.robust_loss
         self.robust_loss = get_loss(loss_name, **cfg.robust_loss_params)
         self.uses_gjs = loss_name == "gjs"

@@ -19,17 +19,40 @@ Kinds
     true one (realized rate ≈ ``rate·(1 − 1/C)``); ``"exclusive"`` draws it from the other
     C − 1 classes (realized rate = ``round(rate·N)/N``).
 ``"asym"``
-    From the true labels, with a fixed class mapping for ``dataset`` (see :data:`ASYM_MAPS`):
-    per source class exactly ``ceil(rate·n_class)`` samples flip to the mapped class; for
-    CIFAR-100 exactly ``ceil(rate·N)`` samples picked over the whole set go to the next class
-    of their superclass, circularly. With a ``transition`` matrix instead, per class exactly
-    ``ceil(rate·n_class)`` samples get a label drawn from that class's row with the diagonal
-    removed (a row with no off-diagonal mass keeps its labels).
+    A fixed class mapping for ``dataset`` (see :data:`ASYM_MAPS`).
+
+    - CIFAR-10 with convention ``"gjs"`` (default): GJS's own procedure
+      (``datasets/cifar.py``, ``CIFAR10_train.asymmetric_noise``), step for step: the classes
+      are visited in order 0..9 over the labels *as they are being changed*; for class ``i``
+      the indices whose current label is ``i`` are shuffled and the first ``ceil(rate·n_i)``
+      of them (GJS's ``j < rate·n_i``, an unrounded float product) go to the mapped class.
+      So cat→dog runs first and dog→cat then draws from all current dogs, the true dogs and
+      the cats just turned into dogs (some of which turn back into cats): the realized rate
+      is below ``rate/2`` (asym-40: about 18.4 % on CIFAR-10, asym-20: about 9.5 %). The
+      shuffles come from a local ``numpy.random.RandomState(seed)`` in GJS's order (every
+      class is shuffled, mapped or not), so for an int seed the labels equal those GJS's code
+      draws after ``np.random.seed(seed)`` on the same label vector (GJS's ``--test`` runs:
+      the noise is the first draw after seeding).
+    - Convention ``"independent"`` (and ``"exclusive"``), and every other data set: from the
+      true labels, per source class exactly ``ceil(rate·n_class)`` samples flip to the mapped
+      class (asym-40 on CIFAR-10: 20.0 %).
+    - CIFAR-100 (every convention, as GJS): exactly ``ceil(rate·N)`` samples picked over the
+      whole set go to the next class of their superclass, circularly.
+
+    With a ``transition`` matrix instead, per class exactly ``ceil(rate·n_class)`` samples get
+    a label drawn from that class's row with the diagonal removed (a row with no off-diagonal
+    mass keeps its labels).
 ``"matrix"``
     Every sample's label is drawn from ``transition[true]`` (``rate`` is ignored).
 
 Counts are computed after rounding ``rate·n`` to 9 decimals, so that float artefacts such as
-``0.07 * 100 == 7.000000000000001`` do not turn ``ceil`` into 8.
+``0.07 * 100 == 7.000000000000001`` do not turn ``ceil`` into 8 -- except in GJS's CIFAR-10
+procedure, which reproduces GJS's float comparison as it is.
+
+Conventions (:data:`NOISE_CONVENTIONS`): ``"gjs"`` (sym may redraw the true class; CIFAR-10
+asym sequential as above), ``"exclusive"`` (sym never keeps the true class; asym independent),
+``"independent"`` (sym as ``"gjs"``; asym drawn independently from the true labels -- the
+``"gjs"`` behaviour of earlier releases).
 """
 from __future__ import annotations
 
@@ -58,7 +81,7 @@ __all__ = [
     "make_noisy_labels",
 ]
 
-NOISE_CONVENTIONS = ("gjs", "exclusive")
+NOISE_CONVENTIONS = ("gjs", "exclusive", "independent")
 
 #: CIFAR-10: truck→automobile, bird→airplane, cat→dog, dog→cat, deer→horse.
 CIFAR10_ASYM: Dict[int, int] = {9: 1, 2: 0, 3: 5, 5: 3, 4: 7}
@@ -323,6 +346,33 @@ def _asym_mapped(y, true, C, r, rng, dataset):
     return y, total
 
 
+def _gjs_cifar10_asym(y, C, r, seed):
+    """GJS's ``CIFAR10_train.asymmetric_noise`` (datasets/cifar.py), on the running labels.
+
+    ``y`` is changed in place; returns it and the number of flips made (a sample flipped
+    twice, cat→dog→cat, counts twice).
+    """
+    if C < 10:
+        raise ConfigError(f"asym noise for dataset 'cifar10' maps classes up to 9, "
+                          f"but num_classes={C}")
+    if isinstance(seed, np.random.SeedSequence):
+        seed = np.random.MT19937(seed)
+    elif isinstance(seed, (int, np.integer)) and seed >= 2 ** 32:
+        seed = np.random.MT19937(int(seed))  # RandomState takes 32-bit ints only
+    rs = np.random.RandomState(seed)  # MT19937 as np.random.seed(seed): GJS's stream
+    total = 0
+    for i in range(10):  # GJS: `for i in range(10)`, shuffling every class, mapped or not
+        idx = np.where(y == i)[0]
+        rs.shuffle(idx)
+        # `j < percent * len(indices)` for j = 0, 1, ...: the first ceil(r·n) of them, with
+        # GJS's float product unrounded
+        k = min(idx.size, max(0, math.ceil(r * idx.size)))
+        if i in CIFAR10_ASYM and k:
+            y[idx[:k]] = CIFAR10_ASYM[i]
+            total += k
+    return y, total
+
+
 def _asym_transition(y, true, C, r, rng, T):
     total = 0
     for c in range(C):
@@ -370,7 +420,8 @@ def make_noisy_labels(labels: Any, kind: str, rate: float, num_classes: int, see
         For ``"asym"`` without ``transition``: ``"cifar10"``, ``"cifar100"``, ``"digits"`` or
         ``"mnist"``.
     convention
-        ``"gjs"`` or ``"exclusive"`` (``"sym"`` only).
+        ``"gjs"``, ``"exclusive"`` or ``"independent"``: how ``"sym"`` picks the new label,
+        and whether CIFAR-10 ``"asym"`` follows GJS's sequential procedure (``"gjs"``).
     transition
         ``T[true, noisy]`` (list, array, or ``.npy``/``.csv``/``.json`` path). Used by
         ``"asym"`` (instead of the data set's mapping) and required by ``"matrix"``; ignored by
@@ -402,6 +453,8 @@ def make_noisy_labels(labels: Any, kind: str, rate: float, num_classes: int, see
         y, n_sel = _sym(y, C, r, rng, convention)
     elif kind == "asym" and T is not None:
         y, n_sel = _asym_transition(y, true, C, r, rng, T)
+    elif kind == "asym" and convention == "gjs" and _norm_dataset(dataset) == "cifar10":
+        y, n_sel = _gjs_cifar10_asym(y, C, r, seed)
     elif kind == "asym":
         y, n_sel = _asym_mapped(y, true, C, r, rng, dataset)
     else:

@@ -122,37 +122,119 @@ def test_strong_view_runs_and_keeps_the_pixel_range():
     lo, hi = _black(a, (1, 3, 1, 1)), a.normalize(torch.full((1, 3, 1, 1), 255, dtype=torch.uint8))
     eps = 1e-5
     assert bool(((y >= lo - eps) & (y <= hi + eps)).all()) and torch.isfinite(y).all()
-    # pixel values stay whole numbers 0..255 before normalisation
+    # pixel values stay whole numbers 0..255 before normalisation, except Cutout's square,
+    # which is 0 after normalisation (GJS's CutoutDefault: the mean colour)
+    cut = (y == 0).all(1, keepdim=True).expand_as(y)
+    assert int(cut[:, 0].sum((1, 2)).min()) > 0            # every view has its square
     pix = y * torch.tensor(STD).view(1, 3, 1, 1) * 255 + torch.tensor(MEAN).view(1, 3, 1, 1) * 255
-    torch.testing.assert_close(pix, pix.round(), rtol=0, atol=1e-3)
+    torch.testing.assert_close(pix[~cut], pix[~cut].round(), rtol=0, atol=1e-3)
     # grey and tiny images (digits: 1 channel, 8 px) work too
     g = Augmenter((0.3,), (0.4,), pad=1, hflip=False, mode="strong",
                   generator=torch.Generator().manual_seed(0))
     assert g(_images(b=16, c=1, h=8, w=8)).shape == (16, 1, 8, 8)
 
 
-def test_each_rand_augment_op_matches_torchvision_on_chosen_samples():
-    tvf = pytest.importorskip("torchvision.transforms.v2.functional")
-    x = _images(b=2, h=16, w=16).float()
-    a = _aug("strong", magnitude=9)   # a magnitude where translate is 2 px on 16 px
-    for name, ref in [
-        ("identity", lambda im: im),
-        ("solarize", lambda im: tvf.solarize(im, 255.0 * (1 - 9 / 30))),
-        ("brightness", lambda im: tvf.adjust_brightness(im, 1 + 0.27)),
-        ("contrast", lambda im: tvf.adjust_contrast(im, 1 + 0.27)),
-        ("autocontrast", lambda im: tvf.autocontrast(im)),
-        ("translate_x", lambda im: tvf.affine(im, angle=0.0, translate=[-2, 0], scale=1.0,
-                                              shear=[0.0, 0.0])),
-    ]:
-        # torchvision on uint8 images (what RandAugment sees); it truncates where we round
-        op = torch.full((2,), OPS.index(name))
-        out = a._rand_augment(x.clone(), op=op, sign=torch.ones(2))
-        torch.testing.assert_close(out, ref(x.to(torch.uint8)).float(), rtol=0, atol=1.0,
-                                   msg=f"op {name}")
-    # every op keeps shape and range
+def _ildoonet_op(img, name, v):
+    """What ildoonet's RandAugment op (the one GJS installs) does to a PIL image with value v."""
+    import numpy as np
+    from PIL import Image, ImageEnhance, ImageOps
+
+    affine = Image.Transform.AFFINE
+    if name in ("autocontrast", "equalize", "invert"):
+        return getattr(ImageOps, name)(img)
+    if name == "rotate":
+        return img.rotate(v)
+    if name == "posterize":
+        return ImageOps.posterize(img, max(1, int(v)))
+    if name == "solarize":
+        return ImageOps.solarize(img, v)
+    if name == "solarize_add":
+        added = np.clip(np.asarray(img).astype(np.int64) + v, 0, 255).astype(np.uint8)
+        return ImageOps.solarize(Image.fromarray(added), 128)
+    if name in ("color", "contrast", "brightness", "sharpness"):
+        return getattr(ImageEnhance, name.capitalize())(img).enhance(v)
+    matrix = {"shear_x": (1, v, 0, 0, 1, 0), "shear_y": (1, 0, 0, v, 1, 0),
+              "translate_x": (1, 0, v, 0, 1, 0), "translate_y": (1, 0, 0, 0, 1, v)}[name]
+    return img.transform(img.size, affine, matrix)
+
+
+@pytest.mark.parametrize("magnitude,device", [
+    (3, "cpu"), (11, "cpu"),
+    pytest.param(3, "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                     reason="needs CUDA"))])
+def test_each_rand_augment_op_equals_pil_as_ildoonet_calls_it(magnitude, device):
+    import contextlib
+
+    np = pytest.importorskip("numpy")
+    Image = pytest.importorskip("PIL.Image")
+    x = _images(b=5, h=32, w=32)
+    x[3] = x[3] // 3 + 60          # a narrow range (autocontrast, equalize)
+    x[4] = (x[4] // 64) * 64       # few levels
+    a = Augmenter(MEAN, STD, pad=4, hflip=True, mode="strong", magnitude=magnitude)
+    # on CUDA inside bf16 autocast, as the engine calls it: the arithmetic must stay exact
+    amp = (torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda"
+           else contextlib.nullcontext())
+    checked = 0
     for i, name in enumerate(OPS):
-        out = a._rand_augment(x.clone(), op=torch.full((2,), i), sign=-torch.ones(2))
-        assert out.shape == x.shape and 0 <= float(out.min()) and float(out.max()) <= 255, name
+        if name == "cutout_abs":
+            continue
+        for sign in (1.0, -1.0):
+            with amp:
+                out = a._rand_augment(x.to(device).float(), op=torch.full((5,), i, device=device),
+                                      sign=torch.full((5,), sign, device=device)).cpu()
+            v = a._ra_value(name) * (sign if name in ("rotate", "shear_x", "shear_y",
+                                                      "translate_x", "translate_y") else 1.0)
+            for b in range(len(x)):
+                img = Image.fromarray(x[b].permute(1, 2, 0).numpy())
+                ref = torch.from_numpy(np.array(_ildoonet_op(img, name, v))).permute(2, 0, 1)
+                assert torch.equal(out[b], ref.float()), f"{name} sign {sign} sample {b}"
+                checked += 1
+    assert checked == 15 * 2 * 5
+
+
+def test_rand_augment_is_ildoonets_list_at_gjs_magnitude():
+    # GJS's scripts: N=1, M=3 -> 16 ops, values M/30 of each range
+    assert OPS == ("autocontrast", "equalize", "invert", "rotate", "posterize", "solarize",
+                   "solarize_add", "color", "contrast", "brightness", "sharpness", "shear_x",
+                   "shear_y", "cutout_abs", "translate_x", "translate_y")
+    a = _aug("strong")
+    got = {n: a._ra_value(n) for n in ("rotate", "posterize", "solarize", "solarize_add",
+                                       "color", "shear_x", "cutout_abs", "translate_x")}
+    assert got == pytest.approx({"rotate": 3.0, "posterize": 0.4, "solarize": 25.6,
+                                 "solarize_add": 11.0, "color": 0.28, "shear_x": 0.03,
+                                 "cutout_abs": 4.0, "translate_x": 10.0})
+
+
+def test_cutout_abs_paints_a_5x5_patch_in_ildoonets_colour():
+    x = _images(b=300)
+    a = _aug("strong")
+    out = a._rand_augment(x.float(), op=torch.full((300,), OPS.index("cutout_abs")),
+                          sign=torch.ones(300))
+    fill = torch.tensor([125.0, 123.0, 114.0]).view(3, 1, 1)
+    corners = []
+    for b in range(len(x)):
+        changed = (out[b] != x[b].float()).any(0)
+        painted = (out[b] == fill).all(0)
+        assert bool((changed <= painted).all())              # only the patch changes
+        rows, cols = painted.any(1).nonzero().flatten(), painted.any(0).nonzero().flatten()
+        assert 1 <= len(rows) <= 5 and 1 <= len(cols) <= 5
+        corners.append(int(rows[0]))
+    # corner int(max(0, u - 2)), u uniform on (1, 32]: rows 0..29, row 0 twice as often
+    assert min(corners) == 0 and max(corners) == 29
+
+
+def test_strong_order_is_rand_augment_then_crop_flip_then_cutout():
+    # with pad=0 and no flip, the view is RandAugment's output, normalised, with one square
+    # set to 0 after normalisation; the same generator draws the op first
+    x = _images(b=64)
+    a, b = _aug("strong", seed=5, pad=0, hflip=False), _aug("strong", seed=5, pad=0, hflip=False)
+    y = a(x)
+    ra = b._rand_augment(x.float()).to(torch.uint8)
+    ref = b.normalize(ra)
+    cut = (y == 0).all(1, keepdim=True).expand_as(y)
+    assert torch.equal(y[~cut], ref[~cut])
+    side = cut[:, 0].sum((1, 2))
+    assert int(side.max()) == 16 * 16
 
 
 def test_bad_arguments():

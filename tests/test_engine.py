@@ -1,4 +1,6 @@
 """The training step of every method: what trains, what is detached, when correction starts."""
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -108,7 +110,7 @@ def test_label_correction_is_detached_and_switches_at_a_quarter_of_iterations():
     tr = make_trainer(method="lci", epochs=4)
     eng = tr.engine
     total = 4 * tr.steps_per_epoch
-    assert eng.correction_step == int(0.25 * total)
+    assert eng.correction_step == math.ceil(total / 4)
     x, y = batch(tr)
     logits = torch.randn(len(y), tr.num_classes, requires_grad=True)
     eng.step_count = eng.correction_step - 1

@@ -139,7 +139,7 @@ def test_asym_cifar10_per_class_counts(rate):
     # unequal class sizes so per-class ceil is really per class
     sizes = [503, 498, 511, 487, 500, 509, 492, 501, 499, 13]
     y = np.random.default_rng(0).permutation(np.repeat(np.arange(10), sizes))
-    out = make_noisy_labels(y, "asym", rate, 10, 11, dataset="cifar10")
+    out = make_noisy_labels(y, "asym", rate, 10, 11, dataset="cifar10", convention="independent")
     got = pairs(y, out)
     assert set(got) <= CIFAR10_PAIRS
     for src, dst in CIFAR10_ASYM.items():
@@ -154,19 +154,19 @@ def test_asym_ceil_is_exact_despite_float_products():
     # 0.07 * 100 == 7.000000000000001 in floating point; the count must be 7, not 8
     assert 0.07 * 100 != 7
     y = np.repeat(np.arange(10), 100)
-    out = make_noisy_labels(y, "asym", 0.07, 10, 0, dataset="cifar10")
+    out = make_noisy_labels(y, "asym", 0.07, 10, 0, dataset="cifar10", convention="independent")
     assert out.is_noisy.sum() == 5 * 7
 
 
 def test_asym_ceil_rounds_up():
     y = np.repeat(np.arange(10), 7)  # 0.1 * 7 = 0.7 -> 1 per mapped class
-    out = make_noisy_labels(y, "asym", 0.1, 10, 0, dataset="cifar10")
+    out = make_noisy_labels(y, "asym", 0.1, 10, 0, dataset="cifar10", convention="independent")
     assert out.is_noisy.sum() == 5
 
 
 def test_asym_rate_one_flips_every_mapped_sample():
     y = balanced(10, 40)
-    out = make_noisy_labels(y, "asym", 1.0, 10, 0, dataset="cifar10")
+    out = make_noisy_labels(y, "asym", 1.0, 10, 0, dataset="cifar10", convention="independent")
     expect = y.copy()
     for src, dst in CIFAR10_ASYM.items():
         expect[y == src] = dst
@@ -505,7 +505,7 @@ def test_property_sym(rate, seed, n, C, exclusive):
 def test_property_asym(rate, seed, n, dataset):
     C = 100 if dataset == "cifar100" else 10
     y = np.random.default_rng(seed).integers(0, C, size=n)
-    out = make_noisy_labels(y, "asym", rate, C, seed, dataset=dataset)
+    out = make_noisy_labels(y, "asym", rate, C, seed, dataset=dataset, convention="independent")
     m = asym_mapping(dataset)
     changed = out.is_noisy
     assert all(m[s] == d for s, d in zip(y[changed].tolist(), out.noisy_labels[changed].tolist()))
@@ -514,3 +514,53 @@ def test_property_asym(rate, seed, n, dataset):
     else:
         for src in m:
             assert changed[y == src].sum() == ceil_count(rate, int((y == src).sum()))
+
+
+# ------------------------------------------------- CIFAR-10 asym: GJS's sequential procedure
+def test_cifar10_gjs_asym_is_sequential_and_below_half_the_rate():
+    y = np.repeat(np.arange(10), 5000)  # CIFAR-10-shaped
+    out = make_noisy_labels(y, "asym", 0.4, 10, 0, dataset="cifar10")
+    got = pairs(y, out)
+    assert set(got) <= CIFAR10_PAIRS
+    # cat->dog first (2000), then 40% of all 7000 current dogs (2800) go to cat: some of them
+    # are former cats, which end up clean again
+    cats_back = int(((y == 3) & (out.noisy_labels == 3)).sum()) - 3000
+    assert got[(5, 3)] + cats_back == 2800
+    assert got[(3, 5)] == 2000 - cats_back and cats_back > 0
+    for src in (9, 2, 4):
+        assert got[(src, CIFAR10_ASYM[src])] == 2000
+    assert out.n_selected == 2000 * 4 + 2800
+    assert 0.18 < out.realized_rate < 0.19
+
+
+def test_cifar10_independent_keeps_the_true_label_draw():
+    y = np.repeat(np.arange(10), 5000)
+    out = make_noisy_labels(y, "asym", 0.4, 10, 0, dataset="cifar10", convention="independent")
+    assert out.realized_rate == pytest.approx(0.2)
+    assert out.is_noisy[y == 3].mean() == pytest.approx(0.4)
+
+
+@pytest.mark.parametrize("dataset,C", [("digits", 10), ("cifar100", 100)])
+def test_gjs_convention_changes_only_cifar10_asym(dataset, C):
+    # digits and CIFAR-100 draw as before under every convention (digits results unchanged)
+    y = balanced(C, 30)
+    a = make_noisy_labels(y, "asym", 0.4, C, 3, dataset=dataset)
+    b = make_noisy_labels(y, "asym", 0.4, C, 3, dataset=dataset, convention="independent")
+    np.testing.assert_array_equal(a.noisy_labels, b.noisy_labels)
+
+
+def test_cifar10_gjs_asym_keeps_the_global_rng_and_the_input():
+    y = balanced(10, 50)
+    before = y.copy()
+    np.random.seed(5)
+    state = np.random.get_state()[1].copy()
+    make_noisy_labels(y, "asym", 0.4, 10, 1, dataset="cifar10")
+    np.testing.assert_array_equal(np.random.get_state()[1], state)
+    np.testing.assert_array_equal(y, before)
+
+
+def test_cifar10_gjs_asym_large_seed_and_seed_sequence():
+    y = balanced(10, 50)
+    a = make_noisy_labels(y, "asym", 0.4, 10, 2 ** 40, dataset="cifar10")
+    b = make_noisy_labels(y, "asym", 0.4, 10, np.random.SeedSequence(7), dataset="cifar10")
+    assert 0 < a.realized_rate < 0.25 and 0 < b.realized_rate < 0.25
