@@ -54,12 +54,13 @@ def dry_run(spec, num_cpus: Optional[int] = None) -> str:
     """The spec checked as a real run would check it (data sets of every cell included),
     and the graph of experiments with the study's width; starts nothing, writes nothing."""
     from .graph import build_graph, describe_graph
+    from .protocol_view import describe as describe_settings
     from .runner import check_datasets
 
     notes = [f"data: {w}" for w in check_datasets(spec, named_sets_here=False)]
     slots = int(num_cpus // spec.cpu) if num_cpus and spec.cpu and not spec.gpu else None
-    return "\n".join([spec.describe(), describe_graph(build_graph(spec), spec.max_concurrent,
-                                                       slots), *notes])
+    return "\n".join([spec.describe(), describe_settings(spec),
+                      describe_graph(build_graph(spec), spec.max_concurrent, slots), *notes])
 
 
 def _run(spec, *, address=None, resume=False, num_cpus=None) -> int:
