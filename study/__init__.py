@@ -6,9 +6,19 @@ paper's tables and figures and the demo.
     >>> print(spec.describe())                              # what --dry-run prints
     >>> summary = run_study(spec)                           # local Ray; address=... for a cluster
 
-Importing this package does not import Ray; ``run_study`` does.
+Importing this package imports nothing else (not the spec, which needs torch for config
+validation, nor Ray): analysis/ imports small Ray-free modules of it (``study.trials``,
+``study.summary_stats``) without the rest.
 """
-from .spec import SpecError, StudySpec, load_spec, preset_names
+_SPEC_NAMES = ("SpecError", "StudySpec", "load_spec", "preset_names")
+
+
+def __getattr__(name: str):
+    if name in _SPEC_NAMES:
+        from . import spec
+
+        return getattr(spec, name)
+    raise AttributeError(f"module 'study' has no attribute {name!r}")
 
 
 def run_study(spec, **kwargs):
