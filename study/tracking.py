@@ -7,8 +7,9 @@
         tags: {team: vision}                 # optional, set on every run
         save_artifact: false                 # true: upload each trial folder as run artifacts
 
-With ``mlflow`` set, Ray's ``MLflowLoggerCallback`` opens one MLflow run per trial and logs
-every per-epoch result (``val_acc``, ``test_acc``, ``train_loss``...) at its step (the
+With ``mlflow`` set, Ray's ``MLflowLoggerCallback`` opens one MLflow run per trial (also
+across ``--resume``: see mlflow_callback.py) and logs
+every per-epoch result (``val_acc``, ``test_acc``, ``loss``...) at its step (the
 epoch), plus the trial's config as parameters. It runs in the driver, so only the machine
 that runs ``lci sweep`` needs MLflow (``pip install 'lci-study[mlflow]'``) and must reach
 ``uri``. Without ``uri``: ``$MLFLOW_TRACKING_URI`` when set, else ``sqlite:///<study
@@ -105,12 +106,12 @@ def tracking_callbacks(tracking_cfg: Any, study_name: str,
         except ImportError:
             raise LCIError("tracking.mlflow needs MLflow, which is not installed: "
                            f"{INSTALL_HINT}") from None
-        from ray.air.integrations.mlflow import MLflowLoggerCallback
+        from .mlflow_callback import ResumableMLflowLoggerCallback
 
         uri = mlflow_uri(ml, study_dir)
         if uri.startswith("sqlite:///") and not fsutil.is_uri(uri[len("sqlite:///"):]):
             os.makedirs(os.path.dirname(uri[len("sqlite:///"):]) or ".", exist_ok=True)
-        callbacks.append(MLflowLoggerCallback(
+        callbacks.append(ResumableMLflowLoggerCallback(
             tracking_uri=uri, experiment_name=ml.get("experiment") or study_name,
             tags={"study": study_name, **ml.get("tags", {})},
             save_artifact=bool(ml.get("save_artifact"))))

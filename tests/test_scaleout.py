@@ -275,8 +275,9 @@ def test_remote_study_needs_an_mlflow_uri(monkeypatch):
 def test_mlflow_tracking_leaves_one_run_per_trial_with_per_epoch_metrics(ray_session, tmp_path,
                                                                          monkeypatch):
     """A real Tune run of the project trainable with the callbacks of
-    ``tracking: {mlflow: {...}}``: the local MLflow store holds one finished run per trial,
-    named after it, with the trial's val_acc/test_acc at every epoch (step = epoch) and its
+    ``tracking: {mlflow: {...}}``, interrupted (both trials fail after epoch 1) and resumed
+    with Tuner.restore as ``--resume`` does: the local MLflow store holds one finished run per
+    trial, with the trial's val_acc/test_acc at every epoch (step = epoch, none twice) and its
     config as parameters. Tune's TensorBoard event files are there too (tensorboardX)."""
     mlflow = pytest.importorskip("mlflow")
     from mlflow.tracking import MlflowClient
@@ -294,16 +295,22 @@ def test_mlflow_tracking_leaves_one_run_per_trial_with_per_epoch_metrics(ray_ses
                                    "tracked", str(study_dir))
     assert len(callbacks) == 1
     epochs = 2
-    grid = tune.Tuner(
-        make_trainable(cpu=1),
+    trainable = make_trainable(cpu=1)
+    first = tune.Tuner(
+        trainable,
         param_space={"dataset": "digits", "noise": "sym:0.6", "epochs": epochs,
                      "batch_size": 128, "eval_train": False, "val_fraction": 0.1,
                      "model": "small_cnn", "method": tune.grid_search(["ce", "lci"]),
-                     "cell": "c", "phase": "evaluation", "study": "tracked"},
+                     "cell": "c", "phase": "evaluation", "study": "tracked",
+                     "__fail_once_after": 1, "__fail_marker_dir": str(tmp_path / "markers")},
         tune_config=tune.TuneConfig(trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(name="tracked__eval", storage_path=str(study_dir),
                                   verbose=0, callbacks=callbacks)).fit()
+    assert first.num_errors == 2  # interrupted after epoch 1
+    grid = tune.Tuner.restore(str(study_dir / "tracked__eval"), trainable,
+                              resume_errored=True).fit()
     assert grid.num_errors == 0 and len(grid) == 2
+    assert len(os.listdir(tmp_path / "markers")) == 2
 
     db = study_dir / "mlflow.db"  # the default store of a local study folder
     assert db.is_file()
@@ -327,8 +334,8 @@ def test_mlflow_tracking_leaves_one_run_per_trial_with_per_epoch_metrics(ray_ses
         assert last_val in final_val  # the run's last val_acc is its trial's final result
     # TensorBoard: Tune wrote event files into the trial folders (tensorboardX is installed)
     pytest.importorskip("tensorboardX")
-    events = [f for r in grid for f in os.listdir(r.path) if f.startswith("events.out.tfevents")]
-    assert len(events) == 2
+    for r in grid:  # one event file per session of the trial (the restore opened a second)
+        assert any(f.startswith("events.out.tfevents") for f in os.listdir(r.path)), r.path
 
 
 # ------------------------------------------------------------ private and developer APIs
@@ -428,3 +435,49 @@ def test_trial_storage_developer_api_is_there(tmp_path):
     sc = StorageContext(storage_path=str(tmp_path), experiment_dir_name="e", trial_dir_name="t")
     assert sc.trial_fs_path.endswith("e/t")
     assert isinstance(sc.storage_filesystem, pyarrow.fs.FileSystem)
+
+
+def test_mlflow_callback_internals_and_run_reuse_after_restore(tmp_path):
+    """ResumableMLflowLoggerCallback relies on MLflowLoggerCallback's ``_trial_runs`` (set in
+    setup), ``tracking_uri`` and log_trial_start/log_trial_end, and on Tune's callback
+    get_state/set_state: a trial restored in a new driver logs into its old run."""
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+    from ray.tune.callback import Callback
+
+    from study.mlflow_callback import ResumableMLflowLoggerCallback
+
+    assert {"get_state", "set_state"} <= set(vars(Callback))
+
+    class FakeTrial:  # what the callback reads of a Tune Trial
+        def __init__(self):
+            self.trial_id, self.config = "abc_00000", {"lr": 0.1}
+
+        def __str__(self):
+            return "train_lci_abc_00000"
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    cb = ResumableMLflowLoggerCallback(tracking_uri=uri, experiment_name="e")
+    cb.setup()
+    assert cb._trial_runs == {} and cb.tracking_uri == uri
+    t = FakeTrial()
+    cb.log_trial_start(t)
+    cb.log_trial_result(1, t, {"training_iteration": 1, "val_acc": 0.5})
+    run_id = cb._trial_runs[t]
+    state = cb.get_state()
+    assert state == {"runs": {"abc_00000": run_id}}
+    cb.log_trial_end(t, failed=True)
+
+    cb2 = ResumableMLflowLoggerCallback(tracking_uri=uri, experiment_name="e")
+    cb2.set_state(state)  # Tune restores callback state before setup
+    cb2.setup()
+    t2 = FakeTrial()  # a new Trial object for the same trial after Tuner.restore
+    cb2.log_trial_start(t2)
+    assert cb2._trial_runs[t2] == run_id
+    client = MlflowClient(tracking_uri=uri)
+    assert client.get_run(run_id).info.status == "RUNNING"
+    cb2.log_trial_result(2, t2, {"training_iteration": 2, "val_acc": 0.6})
+    cb2.log_trial_end(t2)
+    assert client.get_run(run_id).info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(run_id, "val_acc")] == [1, 2]
+    assert len(client.search_runs([client.get_experiment_by_name("e").experiment_id])) == 1
