@@ -481,3 +481,16 @@ def test_mlflow_callback_internals_and_run_reuse_after_restore(tmp_path):
     assert client.get_run(run_id).info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(run_id, "val_acc")] == [1, 2]
     assert len(client.search_runs([client.get_experiment_by_name("e").experiment_id])) == 1
+
+
+def test_watch_commands_name_the_right_store(tmp_path, monkeypatch):
+    from study.optuna_storage import dashboard_command
+    from study.tracking import tensorboard_command
+
+    d = str(tmp_path / "s")
+    assert dashboard_command("journal", d) == f"optuna-dashboard {d}/optuna.journal"
+    assert dashboard_command("postgresql://h/db", d) == "optuna-dashboard postgresql://h/db"
+    assert "s3://b/s/optuna.db" in dashboard_command("sqlite", "s3://b/s")
+    assert dashboard_command("none", d) is None
+    pytest.importorskip("tensorboardX")
+    assert tensorboard_command(d) == f"watch in TensorBoard: tensorboard --logdir {d}"
