@@ -189,22 +189,6 @@ def make_searcher(params: Sequence[Param], *, metric: str, mode: str, seed: int,
         storage=storage, epochs=epochs, gate_key=gate_key)
 
 
-def optuna_storage(setting: str, study_dir: str) -> Optional["optuna.storages.RDBStorage"]:
-    """'sqlite' -> ``<study_dir>/optuna.db``; 'none' -> in memory; else a database URL.
-
-    An ``RDBStorage`` object, not a URL string (OptunaSearch needs the object); with it
-    ``optuna-dashboard sqlite:///<study_dir>/optuna.db`` can watch the searches live."""
-    if setting == "none":
-        return None
-    if setting == "sqlite":
-        if "://" in study_dir:
-            logger.warning("optuna_storage 'sqlite' needs a local study folder; %s is remote, "
-                           "so the Optuna studies stay in memory", study_dir)
-            return None
-        import os
-
-        os.makedirs(study_dir, exist_ok=True)
-        url = f"sqlite:///{os.path.join(study_dir, 'optuna.db')}"
-    else:
-        url = setting
-    return optuna.storages.RDBStorage(url)
+# The Optuna storage of a study (SQLite, a journal file on NFS/EFS, a database URL, or in
+# memory for remote study folders) is decided in optuna_storage.py; the runner imports it here.
+from .optuna_storage import resolve_optuna_storage as optuna_storage  # noqa: E402,F401

@@ -2,8 +2,10 @@
 started with `ray start --head` (its own Ray, not the session's)."""
 from __future__ import annotations
 
+import functools
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -19,22 +21,289 @@ import yaml
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def _cluster_cfg() -> dict:
+    with open(os.path.join(ROOT, "cluster.yaml")) as fh:
+        return yaml.safe_load(fh)
+
+
 def test_cluster_yaml_passes_rays_validator():
     from ray.autoscaler._private.util import prepare_config, validate_config
 
-    with open(os.path.join(ROOT, "cluster.yaml")) as fh:
-        cfg = yaml.safe_load(fh)
+    cfg = _cluster_cfg()
     validate_config(prepare_config(cfg))  # raises on any schema error
     types = cfg["available_node_types"]
     assert cfg["head_node_type"] in types
-    assert any("g5" in t["node_config"]["InstanceType"] or "p3" in t["node_config"]["InstanceType"]
-               for t in types.values())
-    setup = "\n".join(cfg["setup_commands"])
-    assert "-e ~/lci-study" in setup and "torch==" in setup
     text = open(os.path.join(ROOT, "cluster.yaml")).read().lower()
     for secret in ("aws_secret_access_key", "aws_access_key_id", "password"):
         assert secret not in text
     assert "0.0.0.0" not in text  # the dashboard is not exposed
+
+
+# Instance family -> (GPU, CUDA compute capability) of the AWS GPU instances. A GPU worker
+# type in cluster.yaml whose family is not here fails the test: add it with its GPU.
+AWS_GPU_FAMILIES = {
+    "p3": ("V100", (7, 0)), "p3dn": ("V100", (7, 0)),
+    "g4dn": ("T4", (7, 5)),
+    "g5": ("A10G", (8, 6)),
+    "g6": ("L4", (8, 9)), "gr6": ("L4", (8, 9)), "g6e": ("L40S", (8, 9)),
+    "p4d": ("A100", (8, 0)), "p4de": ("A100", (8, 0)),
+    "p5": ("H100", (9, 0)), "p5e": ("H200", (9, 0)), "p5en": ("H200", (9, 0)),
+    "p6-b200": ("B200", (10, 0)),
+}
+GPU_FAMILY = re.compile(r"^(g\d|gr\d|p\d)")
+
+
+def _torch_cuda_archs():
+    """The CUDA architectures the installed torch build has code for ('sm_86', 'compute_90')."""
+    import torch
+
+    flags = ""
+    if hasattr(torch._C, "_cuda_getArchFlags"):
+        flags = torch._C._cuda_getArchFlags() or ""
+    archs = flags.split() or list(torch.cuda.get_arch_list())
+    if not archs:
+        pytest.skip("this torch build has no CUDA kernels (CPU-only build)")
+    return archs
+
+
+def arch_supported(cc, archs) -> bool:
+    """Can a GPU of compute capability ``cc`` run this build? A cubin for sm_XY runs on
+    devices X.Z with Z >= Y (same major); PTX (compute_XY) is JIT-compiled for any X.Y or
+    newer; arch-specific cubins (sm_90a) run on exactly that device."""
+    for a in archs:
+        m = re.fullmatch(r"(sm|compute)_(\d+)(\d)([a-z]?)", a)
+        if not m:
+            continue
+        kind, major, minor, suffix = m.group(1), int(m.group(2)), int(m.group(3)), m.group(4)
+        if kind == "compute" and (major, minor) <= cc:
+            return True
+        if kind == "sm" and major == cc[0] and (minor == cc[1] if suffix else minor <= cc[1]):
+            return True
+    return False
+
+
+def test_arch_check_against_known_builds():
+    cu130 = "sm_75 sm_80 sm_86 sm_90 sm_100 sm_120".split()
+    assert not arch_supported((7, 0), cu130)          # V100: no kernels (the p3 trap)
+    assert arch_supported((8, 9), cu130)              # L4/L40S run the sm_86 cubins
+    assert arch_supported((9, 0), cu130) and arch_supported((7, 5), cu130)
+    assert arch_supported((9, 0), ["sm_90a"]) and not arch_supported((10, 0), ["sm_90a"])
+    assert arch_supported((7, 0), ["sm_80", "compute_70"])  # PTX covers older devices
+
+
+def test_every_gpu_worker_type_is_supported_by_the_pinned_torch():
+    """Each GPU worker type's accelerator has kernels in the installed torch build (the one
+    the Dockerfile pins): no V100 (sm_70) with the CUDA 13 build, for instance."""
+    import torch
+
+    archs = _torch_cuda_archs()
+    cfg = _cluster_cfg()
+    gpu_types = []
+    for name, t in cfg["available_node_types"].items():
+        family = t["node_config"]["InstanceType"].split(".")[0]
+        if not GPU_FAMILY.match(family):
+            continue
+        assert family in AWS_GPU_FAMILIES, f"{name}: add {family} to AWS_GPU_FAMILIES"
+        gpu, cc = AWS_GPU_FAMILIES[family]
+        assert arch_supported(cc, archs), \
+            f"{name}: {gpu} (sm_{cc[0]}{cc[1]}) has no kernels in torch {torch.__version__} ({archs})"
+        gpu_types.append(name)
+    assert gpu_types, "cluster.yaml has no GPU worker type"
+
+
+def _dockerfile_args() -> dict:
+    with open(os.path.join(ROOT, "Dockerfile")) as fh:
+        return dict(re.findall(r"^ARG (\w+)=(\S+)$", fh.read(), flags=re.M))
+
+
+def _image_tag() -> str:
+    """The image tag the Dockerfile's pins make: <project version>-torch<T>-ray<R>."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as fh:
+        version = tomllib.load(fh)["project"]["version"]
+    a = _dockerfile_args()
+    return f"{version}-torch{a['TORCH_VERSION']}-ray{a['RAY_VERSION']}"
+
+
+def test_dockerfile_pins_the_tested_versions():
+    """The image holds the torch, torchvision and Ray this checkout is tested with."""
+    import ray
+    import torch
+    import torchvision
+
+    a = _dockerfile_args()
+    assert a["TORCH_VERSION"] == torch.__version__.split("+")[0]
+    assert a["TORCHVISION_VERSION"] == torchvision.__version__.split("+")[0]
+    assert a["RAY_VERSION"] == ray.__version__
+    text = open(os.path.join(ROOT, "Dockerfile")).read()
+    for src in re.findall(r"^COPY (\S+) ", text, flags=re.M):
+        assert os.path.exists(os.path.join(ROOT, src)), src
+    ignored = open(os.path.join(ROOT, ".dockerignore")).read().split()
+    assert {".git", ".venv", "results", "runs"} <= set(ignored)
+
+
+def test_cluster_image_and_amis_are_pinned_and_head_takes_no_trials():
+    cfg = _cluster_cfg()
+    image = cfg["docker"]["image"]
+    name, _, tag = image.rpartition(":")
+    assert name and tag == _image_tag(), (image, _image_tag())
+    for key in ("head_image", "worker_image"):
+        assert key not in cfg["docker"]  # one image everywhere
+    # workers pull the image: nothing pip-installs torch or the project at node start
+    commands = "\n".join(cfg.get(k) and "\n".join(cfg[k]) or "" for k in
+                         ("initialization_commands", "setup_commands", "head_setup_commands",
+                          "worker_setup_commands"))
+    assert "pip install" not in commands
+    for node_name, t in cfg["available_node_types"].items():
+        ami = t["node_config"].get("ImageId", "")
+        # never Ray's built-in default (an Ubuntu 18.04 DLAMI with CUDA 11.2)
+        assert ami.lower() not in ("", "latest_dlami"), node_name
+        assert re.fullmatch(r"ami-[0-9a-f]{8,17}", ami) or re.fullmatch(
+            r"resolve:ssm:/aws/service/deeplearning/ami/x86_64/"
+            r"base-oss-nvidia-driver-gpu-ubuntu-2[24]\.04/(latest|\d+)/ami-id", ami), ami
+    head = cfg["available_node_types"][cfg["head_node_type"]]
+    assert head["resources"] == {"CPU": 0}
+    assert not GPU_FAMILY.match(head["node_config"]["InstanceType"])
+    # token authentication reaches every Ray process in the containers
+    assert "--env RAY_AUTH_MODE=token" in cfg["docker"]["run_options"]
+    assert cfg["file_mounts"].get("~/.ray/auth_token") == "~/.ray/auth_token"
+
+
+# ---------------------------------------------------------------------------- KubeRay
+KUBERAY_VERSION = "v1.7.0"
+
+
+def _crd_dir() -> str:
+    return os.environ.get("LCI_KUBERAY_CRDS") or os.path.join(
+        ROOT, "tests", "data", f"kuberay-{KUBERAY_VERSION}")
+
+
+def _strict(schema):
+    """The CRD's structural schema as the API server applies it with strict field validation
+    (kubectl's default): objects with listed properties accept no other field."""
+    if isinstance(schema, dict):
+        out = {k: _strict(v) for k, v in schema.items()}
+        if ("properties" in out and "additionalProperties" not in out
+                and not out.get("x-kubernetes-preserve-unknown-fields")):
+            out["additionalProperties"] = False
+        return out
+    if isinstance(schema, list):
+        return [_strict(v) for v in schema]
+    return schema
+
+
+@functools.lru_cache(maxsize=None)
+def _crd_schema(kind: str):
+    files = {"RayJob": "ray.io_rayjobs.yaml", "RayCluster": "ray.io_rayclusters.yaml"}
+    path = os.path.join(_crd_dir(), files[kind])
+    if not os.path.isfile(path):
+        pytest.skip(f"KubeRay {KUBERAY_VERSION} CRD {files[kind]} not found in {_crd_dir()} "
+                    "(see tests/data/README.md)")
+    with open(path) as fh:  # about 1 MB of YAML: the C loader where PyYAML has it
+        crd = yaml.load(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    assert crd["spec"]["names"]["kind"] == kind
+    version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1")
+    return _strict(version["schema"]["openAPIV3Schema"])
+
+
+def _manifests():
+    d = os.path.join(ROOT, "deploy", "kuberay")
+    out = []
+    for name in sorted(os.listdir(d)):
+        if name.endswith((".yaml", ".yml")):
+            with open(os.path.join(d, name)) as fh:
+                out += [(name, doc) for doc in yaml.safe_load_all(fh) if doc]
+    return out
+
+
+def _cluster_spec(doc):
+    return doc["spec"]["rayClusterSpec"] if doc["kind"] == "RayJob" else doc["spec"]
+
+
+def test_kuberay_manifests_match_the_crd_schema():
+    import jsonschema
+
+    docs = _manifests()
+    assert {d["kind"] for _, d in docs} >= {"RayJob"}
+    for name, doc in docs:
+        assert doc["apiVersion"] == "ray.io/v1", name
+        schema = _crd_schema(doc["kind"])
+        errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(doc), key=str)
+        assert not errors, f"{name}: " + "; ".join(
+            f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors[:5])
+
+
+def test_crd_check_catches_a_misspelt_field():
+    import copy
+
+    import jsonschema
+
+    name, doc = next((n, d) for n, d in _manifests() if d["kind"] == "RayJob")
+    bad = copy.deepcopy(doc)
+    bad["spec"]["shutdownAfterJobFinish"] = bad["spec"].pop("shutdownAfterJobFinishes")
+    assert list(jsonschema.Draft7Validator(_crd_schema("RayJob")).iter_errors(bad))
+    bad = copy.deepcopy(doc)
+    bad["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["maxReplicas"] = "eight"
+    assert list(jsonschema.Draft7Validator(_crd_schema("RayJob")).iter_errors(bad))
+
+
+def test_kuberay_pods_use_the_pinned_image_and_head_takes_no_trials():
+    import ray
+
+    image = _cluster_cfg()["docker"]["image"]
+    for name, doc in _manifests():
+        spec = _cluster_spec(doc)
+        assert spec["rayVersion"] == ray.__version__, name
+        assert spec["headGroupSpec"]["rayStartParams"].get("num-cpus") == "0", name
+        assert spec.get("authOptions", {}).get("mode") == "token", name
+        pods = [spec["headGroupSpec"]["template"]] + [g["template"] for g in
+                                                      spec["workerGroupSpecs"]]
+        for pod in pods:
+            for c in pod["spec"].get("initContainers", []) + pod["spec"]["containers"]:
+                assert c["image"] == image, (name, c["name"])
+        gpus = [g for g in spec["workerGroupSpecs"]
+                if g["template"]["spec"]["containers"][0]["resources"]["limits"].get(
+                    "nvidia.com/gpu")]
+        assert gpus, f"{name}: no GPU worker group"
+        if doc["kind"] == "RayJob":
+            assert doc["spec"]["shutdownAfterJobFinishes"] is True, name
+
+
+def _sweep_args(entrypoint: str):
+    """The `lci sweep` arguments of an entrypoint, less --address and --resume."""
+    import shlex
+
+    argv = shlex.split(entrypoint)
+    assert argv[:2] == ["lci", "sweep"], entrypoint
+    out, i = [], 2
+    while i < len(argv):
+        if argv[i] == "--address":
+            i += 2
+            continue
+        if argv[i].startswith("--address=") or argv[i] == "--resume":
+            i += 1
+            continue
+        out.append(argv[i])
+        i += 1
+    return argv, out
+
+
+def test_rayjob_entrypoints_are_commands_lci_sweep_accepts(tmp_path):
+    jobs = [(n, d) for n, d in _manifests() if d["kind"] == "RayJob"]
+    assert jobs
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    for name, doc in jobs:
+        argv, args = _sweep_args(doc["spec"]["entrypoint"])
+        assert "--address" in argv and argv[argv.index("--address") + 1] == "auto", name
+        storage = args[args.index("--storage") + 1]
+        # shared storage every pod reaches (the head pod's disk is gone with the cluster)
+        assert storage.startswith(("s3://", "gs://")) or storage.startswith("/mnt/"), storage
+        r = subprocess.run([sys.executable, "-m", "lci.cli", "sweep", *args, "--dry-run"],
+                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+        assert r.returncode == 0, (name, r.stdout + r.stderr)
+        assert f"-> {storage.rstrip('/')}/" in r.stdout, r.stdout[:500]
+        assert not os.listdir(tmp_path)  # a dry run writes nothing
 
 
 def _free_port() -> int:
