@@ -7,7 +7,7 @@ the scheduler decides when it runs, the state store records what it found.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List
 
 from lci.config import TrainConfig
@@ -38,7 +38,8 @@ class ExperimentContext:
     trainable: Any
     optuna_storage: Any               # an Optuna storage object, or None (in memory)
     key: str                          # the study's key for the gate and the progress view
-    callbacks: List[Any] = field(default_factory=list)  # extra Tune callbacks (tracking)
+    # extra Tune callbacks (tracking), made anew for each Tuner: a callback keeps per-run state
+    callbacks: Callable[[], List[Any]] = lambda: []
 
     @property
     def threads(self) -> int:
@@ -123,7 +124,7 @@ class Experiment:
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.keep_checkpoints),
                 callbacks=[tune_compat.StartedCallback(), TrialEvents(self.ctx.key, node.name),
-                           *self.ctx.callbacks]))
+                           *self.ctx.callbacks()]))
 
     def _fresh_start(self) -> None:
         """A search that starts over also starts its Optuna study over."""

@@ -145,6 +145,7 @@ class StudyRunner:
         self.key = f"{self.dir}#{uuid.uuid4().hex[:8]}"
         self.slots: Optional[int] = None
         self._progress: Optional[StudyProgress] = None
+        self._export_lock = threading.Lock()
 
     # --------------------------------------------------------------------------- setup
     def check(self) -> None:
@@ -160,6 +161,9 @@ class StudyRunner:
             self.echo(f"warning: {w}")
 
     def prepare(self) -> None:
+        from .tracking import tracking_callbacks
+
+        tracking_callbacks(self.spec.tracking, self.spec.name, self.dir)  # MLflow installed?
         if self.resume and storage.read_json(self.state.path("study.json")) is None:
             self.echo(f"nothing to resume in {self.dir}; starting the study")
         self.state.open(self.spec.to_json())
@@ -169,10 +173,14 @@ class StudyRunner:
 
         from .searcher import optuna_storage
 
-        opt = optuna_storage(self.spec.optuna_storage, self.dir) if self.spec.search else None
-        return ExperimentContext(spec=self.spec, trainable=make_trainable(cpu=self.spec.cpu,
-                                                                          gpu=self.spec.gpu),
-                                 optuna_storage=opt, key=self.key)
+        from .tracking import tracking_callbacks
+
+        spec = self.spec
+        opt = optuna_storage(spec.optuna_storage, self.dir) if spec.search else None
+        return ExperimentContext(
+            spec=spec, trainable=make_trainable(cpu=spec.cpu, gpu=spec.gpu), optuna_storage=opt,
+            key=self.key,
+            callbacks=lambda: tracking_callbacks(spec.tracking, spec.name, self.dir))
 
     # ------------------------------------------------------------------------------ run
     def run(self) -> Summary:
@@ -182,8 +190,12 @@ class StudyRunner:
                   f"{counts['total']} trials (search {counts['search']}, evaluation "
                   f"{counts['evaluation']}, sweep {counts['sweep']}) -> {self.dir}")
         ctx = self.context()
-        if ctx.optuna_storage is not None and not storage.is_uri(self.dir):
-            self.echo(f"  watch the searches: optuna-dashboard sqlite:///{self.dir}/optuna.db")
+        if spec.search:
+            from .optuna_storage import dashboard_command
+
+            cmd = dashboard_command(spec.optuna_storage, self.dir)
+            if cmd:
+                self.echo(f"  watch the searches: {cmd}")
         done_before = sum(n.trials for n in self.nodes if self.state.experiment_done(n.name))
         self._progress = StudyProgress(self.key, counts["total"], done_before, echo=self.echo)
         set_gate(self.key, self.max_concurrent)
@@ -203,6 +215,7 @@ class StudyRunner:
             drop_gate(self.key)
         if stop.is_set():  # a signal arrived as the last experiment ended
             raise StudyInterrupted(f"study {spec.name} stopped; continue with --resume")
+        self._export_searches()
         summary = self.summary()
         self.state.write_summary(summary.to_json())
         return summary
@@ -228,9 +241,24 @@ class StudyRunner:
             self._record_best(node, exp, records)
         self.state.set_experiment(node.name, status="done" if not out["failed"] else "errors",
                                   **out)
+        if node.phase == "search":
+            self._export_searches()
         tail = f", {out['failed']} failed (see error.txt in their folders)" if out["failed"] else ""
         self._progress.experiment_line(f"{node.name}: done, {out['finished']} of "
                                        f"{out['trials']} trials finished{tail}")
+
+    def _export_searches(self) -> None:
+        """A study folder on S3 keeps its Optuna studies only in Tune's searcher state: copy
+        every finished search into an ``optuna.db`` there (dashboard, importances)."""
+        from .optuna_storage import export_study_searches, needs_export
+
+        if not self.spec.search or not needs_export(self.spec.optuna_storage, self.dir):
+            return
+        with self._export_lock:
+            done = {n.cell.id: n.name for n in self.nodes
+                    if n.phase == "search" and self.state.experiment_done(n.name)}
+            if done:
+                export_study_searches(self.dir, done)
 
     def _record_best(self, node: ExperimentNode, exp: Experiment, records) -> None:
         search = self.spec.search

@@ -35,7 +35,10 @@ SPEC_KEYS: Dict[str, str] = {
     "max_failures": "retries of a failed trial, from its last checkpoint (default 1)",
     "keep_checkpoints": "checkpoints kept per trial (default 2; the last one is the run folder)",
     "storage": "where experiments go: absolute path, relative (made absolute) or s3://...",
-    "optuna_storage": "'sqlite' (<study>/optuna.db, default), 'none', or a database URL",
+    "optuna_storage": "'sqlite' (<study>/optuna.db, default), 'journal' (<study>/optuna.journal, "
+                      "for NFS/EFS; chosen by itself on a network file system), 'none', or a "
+                      "database URL",
+    "tracking": "optional experiment tracking, e.g. {mlflow: {uri: ..., experiment: ...}}",
 }
 SEARCH_KEYS: Dict[str, str] = {
     "trials": "Optuna trials per searched cell",

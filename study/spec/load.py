@@ -139,7 +139,7 @@ def build(raw: Dict[str, Any], path: Optional[str]) -> StudySpec:
         max_failures=integer(raw.get("max_failures", 1), "max_failures"),
         keep_checkpoints=integer(raw.get("keep_checkpoints", 2), "keep_checkpoints", 1),
         storage=absolute_storage(raw.get("storage", "./results")),
-        optuna_storage=ostore, description=str(raw.get("description", "") or ""),
+        optuna_storage=ostore, tracking=_tracking(raw), description=str(raw.get("description", "") or ""),
         source=path, raw=raw)
     spec.cells = build_cells(spec, axes.dataset_axis)
     _validate_configs(spec)
@@ -221,13 +221,21 @@ def _resources(raw: Mapping[str, Any]) -> Tuple[float, float]:
 
 
 def _optuna_storage(raw: Mapping[str, Any]) -> str:
-    ostore = raw.get("optuna_storage", "sqlite")
-    if ostore is None or ostore is False:
-        ostore = "none"
-    if not isinstance(ostore, str) or not (ostore in ("sqlite", "none") or "://" in ostore):
-        raise SpecError(f"optuna_storage={ostore!r}; allowed: 'sqlite', 'none' or a database URL "
-                        "like 'postgresql://host/db'")
-    return ostore
+    from ..optuna_storage import normalize_optuna_storage
+
+    try:
+        return normalize_optuna_storage(raw.get("optuna_storage", "sqlite"))
+    except LCIError as e:
+        raise SpecError(str(e)) from None
+
+
+def _tracking(raw: Mapping[str, Any]) -> Dict[str, Any]:
+    from ..tracking import validate_tracking
+
+    try:
+        return validate_tracking(raw.get("tracking"))
+    except LCIError as e:
+        raise SpecError(str(e)) from None
 
 
 def _evaluation(raw: Mapping[str, Any], methods: List[str]) -> EvalSpec:

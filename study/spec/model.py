@@ -84,6 +84,7 @@ class StudySpec:
     keep_checkpoints: int = 2
     storage: str = "./results"
     optuna_storage: str = "sqlite"
+    tracking: Dict[str, Any] = field(default_factory=dict)   # study.tracking; not compared on resume
     description: str = ""
     source: Optional[str] = None      # the YAML file, if any
     raw: Dict[str, Any] = field(default_factory=dict)  # the spec as written
