@@ -196,7 +196,11 @@ class StudyRunner:
             cmd = dashboard_command(spec.optuna_storage, self.dir)
             if cmd:
                 self.echo(f"  watch the searches: {cmd}")
-        done_before = sum(n.trials for n in self.nodes if self.state.experiment_done(n.name))
+        done_before = 0
+        for n in self.nodes:
+            if self.state.experiment_done(n.name):
+                done_before += n.trials
+                self.echo(f"{n.name}: finished earlier, skipped")
         self._progress = StudyProgress(self.key, counts["total"], done_before, echo=self.echo)
         set_gate(self.key, self.max_concurrent)
         stop = tune_compat.install_stop_event()

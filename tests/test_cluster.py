@@ -299,7 +299,7 @@ def test_rayjob_entrypoints_are_commands_lci_sweep_accepts(tmp_path):
         storage = args[args.index("--storage") + 1]
         # shared storage every pod reaches (the head pod's disk is gone with the cluster)
         assert storage.startswith(("s3://", "gs://")) or storage.startswith("/mnt/"), storage
-        r = subprocess.run([sys.executable, "-m", "lci.cli", "sweep", *args, "--dry-run"],
+        r = subprocess.run([sys.executable, "-m", "lci_study", "sweep", *args, "--dry-run"],
                            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
         assert r.returncode == 0, (name, r.stdout + r.stderr)
         assert f"-> {storage.rstrip('/')}/" in r.stdout, r.stdout[:500]
@@ -334,7 +334,8 @@ def head_node():
     temp_dir = tempfile.mkdtemp(prefix="rayh", dir="/tmp")  # short: socket paths are limited
     log = open(os.path.join(temp_dir, "head.log"), "w")
     proc = subprocess.Popen(
-        ["ray", "start", "--head", "--num-cpus=2", f"--port={port}", "--disable-usage-stats",
+        # the `ray` of this interpreter's environment (PATH may not have its bin folder)
+        [os.path.join(os.path.dirname(sys.executable), "ray"), "start", "--head", "--num-cpus=2", f"--port={port}", "--disable-usage-stats",
          "--include-dashboard=false", f"--temp-dir={temp_dir}", "--block"],
         stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:

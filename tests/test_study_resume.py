@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import optuna
 import pytest
@@ -34,10 +33,14 @@ SPEC = {
 FIRST, SECOND = "lci_gce_sym0.6__search", "lci_gce_asym0.4__search"
 
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
 def _env():
     env = dict(os.environ)
     env.pop("RAY_ADDRESS", None)
     env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(HERE), env.get("PYTHONPATH", "")])
     return env
 
 
@@ -46,60 +49,81 @@ def _snapshot(exp_dir):
             for r in read_trials(exp_dir)}
 
 
+def _state(sdir):
+    try:
+        return json.loads((sdir / "study_state.json").read_text())
+    except (OSError, ValueError):
+        return {"experiments": {}}
+
+
 def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
+    """Both cells' searches run at once and their trials hold after epoch 1
+    (tests/faultkit.py). The first cell is released and its search and evaluation finish;
+    then Ctrl-C while the second search holds its first trial. ``--resume`` skips what
+    finished, continues the held trial from its checkpoint, and completes the study."""
+    import faultkit
+
+    control = tmp_path / "control"
+    os.makedirs(control)
+    open(control / "hold", "w").close()
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(SPEC))
     sdir = tmp_path / "results" / "resumable"
-    cmd = [sys.executable, "-m", "lci_study", "sweep", str(spec_path), "--storage",
-           str(tmp_path / "results"), "--num-cpus", "2"]
+    cmd = [sys.executable, os.path.join(HERE, "held_driver.py"), str(control), str(spec_path),
+           "--storage", str(tmp_path / "results"), "--num-cpus", "2"]
     log1 = open(tmp_path / "run1.log", "w")
     p = subprocess.Popen(cmd, stdout=log1, stderr=subprocess.STDOUT, env=_env(), cwd=tmp_path)
+
+    def alive():
+        assert p.poll() is None, (tmp_path / "run1.log").read_text()[-3000:]
+        return True
+
     try:
-        # wait for: 2nd search has a finished trial and a started one; then press Ctrl-C
-        deadline = time.time() + 240
-        while time.time() < deadline and p.poll() is None:
-            lines = sorted(r.n_results for r in read_trials(str(sdir / SECOND)))
-            if len(lines) == 2 and EPOCHS > lines[0] >= 1 and lines[1] == EPOCHS:
-                break
-            time.sleep(0.1)
-        assert p.poll() is None, open(tmp_path / "run1.log").read()[-3000:]
+        def holding():
+            return alive() and {r["cell"]: r for r in faultkit.ready(str(control))}
+
+        held = faultkit.wait_for(lambda: len(holding()) == 2 and holding(),
+                                 "both searches to hold a trial")
+        first = held["lci_gce_sym0.6"]
+        open(control / f"release-{first['cell']}-{first['seed']}", "w").close()
+        faultkit.wait_for(lambda: alive() and _state(sdir)["experiments"].get(
+            "lci_gce_sym0.6__eval", {}).get("status") == "done", "the first cell to finish")
         p.send_signal(signal.SIGINT)
-        rc = p.wait(timeout=120)
+        rc = p.wait(timeout=300)
     finally:
         if p.poll() is None:
             p.kill()
         log1.close()
     out1 = (tmp_path / "run1.log").read_text()
     assert rc == 130, out1[-3000:]  # interrupted, not finished
-    state = json.loads((sdir / "study_state.json").read_text())
+    state = _state(sdir)
     assert state["experiments"][FIRST]["status"] == "done"
     assert SECOND not in state["experiments"]
     first_before = _snapshot(str(sdir / FIRST))
-    second = {r.trial_id: r for r in read_trials(str(sdir / SECOND))}
-    finished_id = next(t for t, r in second.items() if r.n_results == EPOCHS)
-    finished_before = _snapshot(str(sdir / SECOND))[finished_id]
+    second_before = _snapshot(str(sdir / SECOND))
+    assert len(second_before) == 1 and list(second_before.values())[0][1] == 1
     best_first = state["best"]["lci_gce_sym0.6"]
 
+    open(control / "release-all", "w").close()
     r = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, env=_env(),
-                       cwd=tmp_path, timeout=300)
+                       cwd=tmp_path, timeout=600)
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
-    assert "finished earlier, skipped" in r.stdout and "resuming" in r.stdout
-    # finished trials untouched: same ids, same result files, no new trials
-    assert _snapshot(str(sdir / FIRST)) == first_before
-    after = _snapshot(str(sdir / SECOND))
-    assert set(after) == set(second)                  # the same two trials, none added
-    assert after[finished_id] == finished_before      # the finished one was not rerun
-    # the half-trained trial went on from its checkpoint: epochs never restart at 1
-    resumed = next(x for x in read_trials(str(sdir / SECOND)) if x.trial_id != finished_id)
+    assert f"{FIRST}: finished earlier, skipped" in r.stdout
+    assert f"{SECOND}: resuming" in r.stdout
+    assert _snapshot(str(sdir / FIRST)) == first_before   # finished trials untouched
+    after = {x.trial_id: x for x in read_trials(str(sdir / SECOND))}
+    assert set(second_before) <= set(after) and len(after) == 2
+    # the held trial went on from its epoch-1 checkpoint: epochs never restart at 1
+    resumed = after[next(iter(second_before))]
     with open(os.path.join(resumed.path, "result.json")) as fh:
         epochs = [json.loads(l)["epoch"] for l in fh if l.strip()]
-    assert epochs.count(1) == 1 and epochs[-1] == EPOCHS
+    assert epochs == list(range(1, EPOCHS + 1))
     # Optuna saw each search trial once, all complete, none left running
     storage = optuna.storages.RDBStorage(f"sqlite:///{sdir}/optuna.db")
     for cell in ("lci_gce_sym0.6", "lci_gce_asym0.4"):
         ot = optuna.load_study(study_name=cell, storage=storage).trials
         assert [t.state.name for t in ot] == ["COMPLETE", "COMPLETE"], cell
-    state = json.loads((sdir / "study_state.json").read_text())
+    state = _state(sdir)
     assert all(v["status"] == "done" for v in state["experiments"].values())
     assert len(state["experiments"]) == 4
     assert state["best"]["lci_gce_sym0.6"] == best_first
