@@ -133,9 +133,10 @@ class StudyRunner:
 
     def __init__(self, spec: StudySpec, *, resume: bool = False,
                  max_concurrent: Optional[int] = None, echo: Callable[[str], None] = print,
-                 address: Optional[str] = None):
+                 address: Optional[str] = None, max_experiments: Optional[int] = None):
         self.spec = spec
         self.address = address
+        self.max_experiments = max_experiments  # 1 runs experiments one after another
         self.resume = resume
         self.max_concurrent = max_concurrent or spec.max_concurrent
         self.echo = echo
@@ -206,7 +207,8 @@ class StudyRunner:
         stop = tune_compat.install_stop_event()
         sched = StudyScheduler(self.nodes, lambda n: self._run_node(n, ctx),
                                done=lambda n: self.state.experiment_done(n.name), stop=stop,
-                               demand=self._demand, target_demand=self._target_demand)
+                               demand=self._demand, target_demand=self._target_demand,
+                               max_running=self.max_experiments)
         try:
             sched.run()
         except StudyInterrupted:

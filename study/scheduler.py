@@ -27,13 +27,14 @@ class StudyScheduler:
     def __init__(self, nodes: List[ExperimentNode], run_node: Callable[[ExperimentNode], None],
                  *, done: Callable[[ExperimentNode], bool], stop: threading.Event,
                  demand: Callable[[List[ExperimentNode]], int],
-                 target_demand: Callable[[], Optional[int]]):
+                 target_demand: Callable[[], Optional[int]], max_running: Optional[int] = None):
         self.nodes = nodes
         self.run_node = run_node
         self.is_done = done
         self.stop = stop
         self.demand = demand              # unfinished trials of the running experiments
         self.target_demand = target_demand  # None: no limit
+        self.max_running = max_running    # experiments at once (1: the old one-at-a-time order)
         self._wake = threading.Condition()
         self.errors: List[BaseException] = []
         self.order: List[str] = []        # the order experiments started in (for tests)
@@ -46,6 +47,8 @@ class StudyScheduler:
     def _room(self, running: Dict[str, ExperimentNode]) -> bool:
         if not running:
             return True
+        if self.max_running and len(running) >= self.max_running:
+            return False
         target = self.target_demand()
         return target is None or self.demand(list(running.values())) < target
 
