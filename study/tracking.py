@@ -45,26 +45,16 @@ def validate_tracking(cfg: Any) -> Dict[str, Any]:
     """Check the spec's ``tracking`` section; returns it as a plain dict ({} when absent).
     Raises LCIError with one line naming the bad key or value and the allowed ones. Does not
     import MLflow (a spec can be checked on a machine without it)."""
-    if cfg is None:
-        return {}
-    if not isinstance(cfg, Mapping):
-        raise LCIError(f"tracking={cfg!r} must be a mapping; allowed keys: "
-                       f"{allowed(TRACKING_KEYS)}")
-    for key in cfg:
-        if key not in TRACKING_KEYS:
-            raise LCIError(f"unknown key tracking.{key}; allowed: {allowed(TRACKING_KEYS)}")
+    from .spec.values import check_keys, mapping
+
+    cfg = mapping(cfg, "tracking")
+    check_keys(cfg, list(TRACKING_KEYS), "tracking")
     out: Dict[str, Any] = {}
     ml = cfg.get("mlflow")
     if ml is None or ml is False:
         return out
-    if ml is True:
-        ml = {}
-    if not isinstance(ml, Mapping):
-        raise LCIError(f"tracking.mlflow={ml!r} must be a mapping (or true); allowed keys: "
-                       f"{allowed(MLFLOW_KEYS)}")
-    for key in ml:
-        if key not in MLFLOW_KEYS:
-            raise LCIError(f"unknown key tracking.mlflow.{key}; allowed: {allowed(MLFLOW_KEYS)}")
+    ml = mapping({} if ml is True else ml, "tracking.mlflow")
+    check_keys(ml, list(MLFLOW_KEYS), "tracking.mlflow")
     for key in ("uri", "experiment"):
         v = ml.get(key)
         if v is not None and (not isinstance(v, str) or not v.strip()):

@@ -226,13 +226,13 @@ def test_validate_tracking_accepts_and_normalises():
 
 
 @pytest.mark.parametrize("cfg,needle", [
-    ({"wandb": {}}, "tracking.wandb"),
-    ({"mlflow": {"url": "x"}}, "tracking.mlflow.url"),
+    ({"wandb": {}}, "'wandb' in tracking"),
+    ({"mlflow": {"url": "x"}}, "'url' in tracking.mlflow"),
     ({"mlflow": {"uri": ""}}, "tracking.mlflow.uri"),
     ({"mlflow": {"save_artifact": "yes"}}, "tracking.mlflow.save_artifact"),
     ({"mlflow": {"tags": ["a"]}}, "tracking.mlflow.tags"),
-    ({"mlflow": "sqlite:///x"}, "tracking.mlflow"),
-    ("mlflow", "tracking="),
+    ({"mlflow": "sqlite:///x"}, "tracking.mlflow must be a mapping"),
+    ("mlflow", "tracking must be a mapping"),
 ])
 def test_validate_tracking_rejects_bad_keys_in_one_line(cfg, needle):
     from study.tracking import validate_tracking
