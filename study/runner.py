@@ -151,15 +151,17 @@ class StudyRunner:
     # --------------------------------------------------------------------------- setup
     def check(self) -> None:
         """Everything that can refuse the study without writing anything."""
-        if not storage.is_uri(self.dir):
-            from lci.outputs import check_writable
-
-            parent = os.path.dirname(self.dir.rstrip("/")) or "."
-            if not os.path.isdir(self.dir):
-                check_writable(parent)  # a probe file, removed again
         self.state.check(self.spec.to_json(), self.resume)
         for w in check_datasets(self.spec, named_sets_here=not self.address):
             self.echo(f"warning: {w}")
+        if not storage.is_uri(self.dir):
+            from lci.outputs import check_writable
+
+            # the nearest folder that exists: probing it creates nothing that stays
+            here = self.dir
+            while not os.path.isdir(here) and os.path.dirname(here) != here:
+                here = os.path.dirname(here)
+            check_writable(here)
 
     def prepare(self) -> None:
         from .tracking import tracking_callbacks
