@@ -22,7 +22,6 @@ import copy
 from typing import Callable, Dict, List, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .augment import Augmenter
@@ -117,7 +116,9 @@ class Engine:
     def autocast(self):
         if self.amp_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+        # a captured graph must not keep autocast's cache of bf16 weights from capture time
+        capturing = self.device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, cache_enabled=not capturing)
 
     def _channels_last(self) -> bool:
         cl = self.cfg.channels_last
@@ -158,7 +159,9 @@ class Engine:
     def _corrected_target(self, x: torch.Tensor, y: torch.Tensor,
                           theta_logits_view: torch.Tensor) -> torch.Tensor:
         """ỹ = (1−w)·onehot(y) + w·softmax(f(x;θ)), detached; one-hot before the start."""
-        onehot = F.one_hot(y, self.num_classes).float()
+        # scatter, not F.one_hot: one_hot checks the label range with a read-back on the CPU
+        onehot = torch.zeros(y.shape[0], self.num_classes, device=y.device).scatter_(
+            1, y[:, None], 1.0)
         if self.step_count < self.correction_step:
             return onehot
         with torch.no_grad():

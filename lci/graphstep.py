@@ -106,29 +106,26 @@ class GraphStep:
         return self._capture(phase)
 
     def _side_stream(self, fn):
-        """Run ``fn`` on a side stream (PyTorch's warm-up and capture protocol)."""
+        """Run ``fn`` on a side stream (PyTorch's warm-up protocol before a capture)."""
         cur = torch.cuda.current_stream(self.engine.device)
         side = torch.cuda.Stream(self.engine.device)
         side.wait_stream(cur)
         with torch.cuda.stream(side):
             out = fn()
         cur.wait_stream(side)
+        out.record_stream(cur)  # made on the side stream, read on this one
         return out
 
     def _capture(self, phase: bool) -> torch.Tensor:
         eng = self.engine
         graph = torch.cuda.CUDAGraph()
         gen = eng.augment.generator
-        if gen is not None:
+        if gen is not None:  # the views' random draws advance this generator at each replay
             graph.register_generator_state(gen)
         # phases share one memory pool: they never run at the same time
         pool = next(iter(self.graphs.values())).pool() if self.graphs else None
-        cur = torch.cuda.current_stream(eng.device)
-        side = torch.cuda.Stream(eng.device)
-        side.wait_stream(cur)
-        with torch.cuda.graph(graph, pool=pool, stream=side):
+        with torch.cuda.graph(graph, pool=pool):  # captures on its own side stream
             out = eng.eager_step(self.static_x, self.static_y)
-        cur.wait_stream(side)
         self.graphs[phase], self.outputs[phase] = graph, out
         self.captures += 1
         graph.replay()  # capture records only: this step's work runs now
