@@ -55,7 +55,7 @@ TUNE_KEPT = ("trial_id", "training_iteration", "time_total_s")
 #: cell (two seeds of one cell may run on different devices).
 RUNTIME_KEYS = frozenset({
     "device", "data_dir", "num_workers", "threads", "compile", "amp", "channels_last",
-    "checkpoint_every", "eval_train", "fuse_views",
+    "checkpoint_every", "eval_train", "fuse_views", "cuda_graphs",
 })
 
 #: Identity columns every frame starts with, in this order.

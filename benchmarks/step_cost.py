@@ -16,11 +16,19 @@ counts their spinning.
 
 Before timing, one untimed step per engine is checked for host synchronisation (``host_syncs``
 in each row; empty is right): ``.item()``, ``if tensor:`` and the like from Python on any
-device, and on CUDA whatever CUDA's sync debug mode reports.
+device, and on CUDA whatever CUDA's sync debug mode reports (its own notice that the mode is a
+prototype is not a synchronisation). One more step is counted operator by operator
+(``ops/step``: every ATen operator dispatched, counted with ``TorchDispatchMode``; each is a
+kernel launch on a GPU, so this is the host's share of an eager step). On CUDA, ``--profile``
+(on by default there) runs the torch profiler over ``--steps`` steps: kernels per step and the
+GPU busy fraction (kernel time per step / the timed ms per step; 1.0 = the GPU never waits).
+
+``--graphs`` adds, for every method, a row ``mode=graph`` whose engine replays the step as CUDA
+graphs (``cuda_graphs=on``, CUDA only) beside the eager row. ``--batch`` overrides the batch.
 
     python benchmarks/step_cost.py [--models preact_resnet34 small_cnn] [--methods ce lci ...]
-        [--steps 10] [--warmup 3] [--repeats 5] [--threads 0] [--device auto] [--compile]
-        [--json]
+        [--batch N] [--graphs] [--steps 10] [--warmup 3] [--repeats 5] [--threads 0]
+        [--device auto] [--compile] [--no-profile] [--json]
 
 What to expect: CE is one forward+backward; ``lci`` with ``correction_source=view`` is θ on x'
 plus θ* on x' and x'' (three forward+backward) plus the penalty and two augmentations, about
@@ -39,7 +47,9 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
+from lci import graphstep
 from lci.augment import Augmenter
 from lci.config import TrainConfig
 from lci.engine import Engine
@@ -87,12 +97,13 @@ N_BATCHES = 4  # distinct random batches cycled through, so no step reuses the l
 
 
 def build_engine(model: str, options: Dict[str, object], device: torch.device, *,
-                 compile: bool = False, seed: int = 0) -> Engine:
+                 compile: bool = False, seed: int = 0, graphs: bool = False) -> Engine:
     """An Engine as ``Trainer`` builds it (resolved config, device generator, seeded init),
-    with label correction already active."""
+    with label correction already active; ``graphs``: the step replays as CUDA graphs."""
     wl = WORKLOADS[model]
     cfg = TrainConfig(dataset=wl.dataset, model=model, device=device.type, compile=compile,
-                      seed=seed, eval_train=False, **options).resolved()
+                      seed=seed, eval_train=False, cuda_graphs="on" if graphs else "off",
+                      **options).resolved()
     gen = torch.Generator(device=device).manual_seed(seed)
     # stats of uniform random pixels; the values do not change the cost
     augment = Augmenter((0.5,) * wl.channels, (0.29,) * wl.channels, pad=wl.pad, hflip=wl.hflip,
@@ -105,16 +116,18 @@ def build_engine(model: str, options: Dict[str, object], device: torch.device, *
         torch.manual_seed(seed)
         engine = Engine(cfg, make_model, wl.num_classes, augment, device, total_steps=1000)
     engine.step_count = engine.correction_step  # time lci's label-corrected phase
+    engine.use_cuda_graphs(cfg.cuda_graphs)
     engine.train()
     return engine
 
 
-def random_batches(model: str, device: torch.device, seed: int = 0):
+def random_batches(model: str, device: torch.device, seed: int = 0, batch: int = 0):
     wl = WORKLOADS[model]
     g = torch.Generator().manual_seed(seed)
-    x = torch.randint(0, 256, (N_BATCHES, wl.batch, wl.channels, wl.size, wl.size),
+    b = batch or wl.batch
+    x = torch.randint(0, 256, (N_BATCHES, b, wl.channels, wl.size, wl.size),
                       generator=g, dtype=torch.uint8)
-    y = torch.randint(0, wl.num_classes, (N_BATCHES, wl.batch), generator=g)
+    y = torch.randint(0, wl.num_classes, (N_BATCHES, b), generator=g)
     return x.to(device), y.to(device)
 
 
@@ -192,45 +205,106 @@ def host_syncs(engine: Engine, x: torch.Tensor, y: torch.Tensor) -> List[str]:
             if cuda:
                 torch.cuda.set_sync_debug_mode("default")
     syncs = [f"Tensor.{c}" for c in calls]
-    syncs += [str(w.message).splitlines()[0] for w in caught
-              if "synchroniz" in str(w.message).lower()]
+    syncs += [str(w.message).splitlines()[0] for w in caught if is_sync_warning(str(w.message))]
     return syncs
+
+
+def is_sync_warning(message: str) -> bool:
+    """A warning of CUDA's sync debug mode that reports a synchronising call ("called a
+    synchronizing CUDA operation"); not its notice that the mode itself is a prototype."""
+    return "called a synchronizing" in message.lower()
+
+
+# ------------------------------------------------------------------- operators and kernels
+
+
+class _OpCounter(TorchDispatchMode):
+    """Counts every ATen operator dispatched (views and in-place ops included)."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def count_ops(engine: Engine, x: torch.Tensor, y: torch.Tensor) -> int:
+    """Operators dispatched by one ``engine.step`` (a graph replay dispatches only the copies
+    into and out of its static buffers)."""
+    counter = _OpCounter()
+    with counter:
+        engine.step(x, y)
+    return counter.count
+
+
+def profile_steps(engine: Engine, xs: torch.Tensor, ys: torch.Tensor, n: int) -> Dict[str, float]:
+    """Kernels per step and GPU kernel milliseconds per step over ``n`` steps (CUDA)."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    _sync(xs.device)
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        run_steps(engine, xs, ys, n)
+        _sync(xs.device)
+    kernels = [e for e in prof.events() if e.device_type == DeviceType.CUDA]
+    kernel_us = sum(e.time_range.elapsed_us() for e in kernels)
+    return {"kernels_per_step": len(kernels) / n, "kernel_ms_per_step": kernel_us / 1e3 / n}
 
 
 # ------------------------------------------------------------------------------ benchmark
 
 
 def bench_model(model: str, methods: List[str], device: torch.device, *, steps: int,
-                warmup: int, repeats: int, compile: bool) -> List[dict]:
-    xs, ys = random_batches(model, device)
-    engines = {m: build_engine(model, METHODS[m], device, compile=compile) for m in methods}
-    for eng in engines.values():
-        run_steps(eng, xs, ys, warmup)  # allocator, cudnn autotune, compilation
-    # one more (untimed) step each, checked for host syncs
-    syncs = {m: host_syncs(engines[m], xs[0], ys[0]) for m in methods}
+                warmup: int, repeats: int, compile: bool, batch: int = 0, graphs: bool = False,
+                profile: bool = False) -> List[dict]:
+    xs, ys = random_batches(model, device, batch=batch)
+    modes = ["eager", "graph"] if graphs else ["eager"]
+    keys = [(m, mode) for m in methods for mode in modes]
+    engines = {(m, mode): build_engine(model, METHODS[m], device, compile=compile,
+                                       graphs=mode == "graph") for m, mode in keys}
+    for (m, mode), eng in engines.items():
+        # allocator, cudnn autotune, compilation; graphs: the warm-up steps and the capture
+        run_steps(eng, xs, ys, max(warmup, graphstep.WARMUP + 2) if mode == "graph" else warmup)
+    # one more (untimed) step each, checked for host syncs, and one counted op by op
+    syncs = {k: host_syncs(engines[k], xs[0], ys[0]) for k in keys}
+    ops = {k: count_ops(engines[k], xs[1], ys[1]) for k in keys}
     _sync(device)
-    times: Dict[str, List[float]] = {m: [] for m in methods}
-    cpu: Dict[str, List[float]] = {m: [] for m in methods}
+    times: Dict[tuple, List[float]] = {k: [] for k in keys}
+    cpu: Dict[tuple, List[float]] = {k: [] for k in keys}
     for r in range(repeats):
-        order = list(methods)
+        order = list(keys)
         random.Random(r).shuffle(order)  # no method always runs right after another
-        for m in order:
-            wall, cpu_ms = time_steps(engines[m], xs, ys, steps, device)
-            times[m].append(wall)
+        for k in order:
+            wall, cpu_ms = time_steps(engines[k], xs, ys, steps, device)
+            times[k].append(wall)
             if cpu_ms is not None:
-                cpu[m].append(cpu_ms)
+                cpu[k].append(cpu_ms)
+    # a few steps suffice: the profiler's post-processing of ~5,000 kernels per step is slow
+    prof = {k: profile_steps(engines[k], xs, ys, min(steps, 5)) for k in keys} if profile else {}
     # a diverged model would time NaN arithmetic: check once, after all timing
-    finite = {m: all(bool(torch.isfinite(p).all()) for mdl in engines[m].models()
-                     for p in mdl.parameters()) for m in methods}
+    finite = {k: all(bool(torch.isfinite(p).all()) for mdl in engines[k].models()
+                     for p in mdl.parameters()) for k in keys}
     rows = []
-    for m in methods:
-        row = {"model": model, "method": m, "options": METHODS[m],
-               "ms_per_step": statistics.median(times[m]),
-               "ratio_to_ce": _median_ratio(times[m], times["ce"]),
-               "ms_per_step_runs": times[m], "finite": finite[m], "host_syncs": syncs[m]}
-        if cpu[m]:
-            row.update(cpu_ms_per_step=statistics.median(cpu[m]),
-                       cpu_ratio_to_ce=_median_ratio(cpu[m], cpu["ce"]))
+    for k in keys:
+        m, mode = k
+        ce = ("ce", mode)
+        row = {"model": model, "method": m, "mode": mode, "batch": int(xs.shape[1]),
+               "options": METHODS[m], "ms_per_step": statistics.median(times[k]),
+               "ratio_to_ce": _median_ratio(times[k], times[ce]),
+               "ms_per_step_runs": times[k], "finite": finite[k], "host_syncs": syncs[k],
+               "ops_per_step": ops[k],
+               "graph_captures": engines[k]._graph.captures if mode == "graph" else 0}
+        if mode == "graph":
+            eager = times[(m, "eager")]
+            row["speedup_vs_eager"] = statistics.median(e / g for e, g in zip(eager, times[k]))
+        if cpu[k]:
+            row.update(cpu_ms_per_step=statistics.median(cpu[k]),
+                       cpu_ratio_to_ce=_median_ratio(cpu[k], cpu[ce]))
+        if k in prof:
+            row.update(prof[k])
+            row["gpu_busy"] = prof[k]["kernel_ms_per_step"] / row["ms_per_step"]
         rows.append(row)
     return rows
 
@@ -246,19 +320,27 @@ def _median_ratio(a: List[float], ce: List[float]) -> float:
 def print_table(device: str, rows: List[dict], args) -> None:
     print(f"step cost on {device} ({torch.get_num_threads()} threads), {args.steps} steps x "
           f"{args.repeats} repeats after {args.warmup} warm-up; median ms/step, median ratio "
-          "to ce within a repeat")
+          "to ce (same mode) within a repeat; ops = ATen operators dispatched per step")
     has_cpu = any("cpu_ms_per_step" in r for r in rows)
+    has_prof = any("gpu_busy" in r for r in rows)
     cpu_head = f"{'cpu ms':>10}{'x ce':>7}" if has_cpu else ""
-    print(f"{'model':<16}{'method':<16}{'ms/step':>10}{'x ce':>7}{cpu_head}   wall runs (ms)")
+    prof_head = f"{'kernels':>9}{'gpu ms':>8}{'busy':>6}" if has_prof else ""
+    print(f"{'model':<16}{'method':<16}{'mode':<6}{'batch':>6}{'ms/step':>10}{'x ce':>7}"
+          f"{'ops':>7}{cpu_head}{prof_head}   wall runs (ms)")
     for r in rows:
         runs = " ".join(f"{t:.1f}" for t in r["ms_per_step_runs"])
         flag = "" if r["finite"] else "  (non-finite parameters!)"
         if r["host_syncs"]:
             flag += f"  host syncs: {', '.join(sorted(set(r['host_syncs'])))}"
+        if "speedup_vs_eager" in r:
+            flag += f"  ({r['speedup_vs_eager']:.2f}x eager)"
         cpu_cols = (f"{r['cpu_ms_per_step']:>10.1f}{r['cpu_ratio_to_ce']:>7.2f}"
                     if "cpu_ms_per_step" in r else "")
-        print(f"{r['model']:<16}{r['method']:<16}{r['ms_per_step']:>10.1f}"
-              f"{r['ratio_to_ce']:>7.2f}{cpu_cols}   {runs}{flag}")
+        prof_cols = (f"{r['kernels_per_step']:>9.0f}{r['kernel_ms_per_step']:>8.2f}"
+                     f"{r['gpu_busy']:>6.2f}" if "gpu_busy" in r else "")
+        print(f"{r['model']:<16}{r['method']:<16}{r['mode']:<6}{r['batch']:>6}"
+              f"{r['ms_per_step']:>10.2f}{r['ratio_to_ce']:>7.2f}{r['ops_per_step']:>7}"
+              f"{cpu_cols}{prof_cols}   {runs}{flag}")
 
 
 def main(argv: Optional[List[str]] = None) -> dict:
@@ -272,24 +354,33 @@ def main(argv: Optional[List[str]] = None) -> dict:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, ...")
     ap.add_argument("--compile", action="store_true", help="torch.compile the models")
+    ap.add_argument("--batch", type=int, default=0, help="batch size (0: the workload's)")
+    ap.add_argument("--graphs", action="store_true",
+                    help="also time every method replayed as CUDA graphs (CUDA only)")
+    ap.add_argument("--no-profile", dest="profile", action="store_false",
+                    help="skip the torch-profiler pass (kernels per step, GPU busy; CUDA only)")
     ap.add_argument("--json", action="store_true", help="print one JSON object on the last line")
     args = ap.parse_args(argv)
-    if args.steps < 1 or args.repeats < 1 or args.warmup < 0:
-        ap.error("--steps and --repeats must be >= 1, --warmup >= 0")
+    if args.steps < 1 or args.repeats < 1 or args.warmup < 0 or args.batch < 0:
+        ap.error("--steps and --repeats must be >= 1, --warmup and --batch >= 0")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
+    if args.graphs and device.type != "cuda":
+        ap.error(f"--graphs needs a CUDA device (CUDA graphs), this run uses {device}")
     methods = ["ce"] + [m for m in args.methods if m != "ce"]
 
     rows: List[dict] = []
     for model in args.models:
         rows += bench_model(model, methods, device, steps=args.steps, warmup=args.warmup,
-                            repeats=args.repeats, compile=args.compile)
+                            repeats=args.repeats, compile=args.compile, batch=args.batch,
+                            graphs=args.graphs, profile=args.profile and device.type == "cuda")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print_table(f"{device} ({name})" if device.type == "cuda" else "cpu", rows, args)
     result = {"device": str(device), "device_name": name, "threads": torch.get_num_threads(),
               "steps": args.steps, "warmup": args.warmup, "repeats": args.repeats,
-              "compile": args.compile, "rows": rows}
+              "compile": args.compile, "batch": args.batch, "graphs": args.graphs,
+              "rows": rows}
     if args.json:
         print(json.dumps(result))
     return result

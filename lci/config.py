@@ -28,6 +28,7 @@ CORRECTION_SOURCES = ("clean", "view")
 LR_SCHEDULES = ("multistep", "cosine", "constant")
 AUGMENTS = ("auto", "none", "weak", "cutout", "strong")
 AMPS = ("auto", "off", "bf16", "fp16")
+CUDA_GRAPHS = ("auto", "on", "off")
 
 
 def _registered_datasets() -> Tuple[str, ...]:
@@ -141,6 +142,8 @@ class TrainConfig:
     amp: str = "auto"                # "auto" = bf16 on CUDA, off on CPU
     channels_last: Union[bool, str] = "auto"  # "auto" = on CUDA
     compile: bool = False            # torch.compile the models
+    cuda_graphs: str = "auto"        # replay the step as CUDA graphs: "auto" (on for CUDA,
+                                     # eager elsewhere or with fp16/compile), "on", "off"
     num_workers: int = 0             # decoding workers for file-based data sets
     threads: int = 0                 # torch CPU threads (0 = leave torch's default)
     checkpoint_every: int = 1        # epochs between checkpoints (0 = never)
@@ -213,6 +216,7 @@ class TrainConfig:
         _one_of("lr_schedule", self.lr_schedule, LR_SCHEDULES + ("auto",))
         _one_of("augment", self.augment, AUGMENTS)
         _one_of("amp", self.amp, AMPS)
+        _one_of("cuda_graphs", self.cuda_graphs, CUDA_GRAPHS)
         registered = _registered_datasets()
         if self.dataset not in registered and not _looks_like_path(self.dataset):
             raise ConfigError(
@@ -363,6 +367,8 @@ def _coerce_value(name: str, v: Any, default: Any) -> Any:
             return tuple(float(x) for x in v)
         except (TypeError, ValueError):
             raise bad(f"lr_milestones={v!r} must be a list of fractions like [0.5, 0.75]") from None
+    if name == "cuda_graphs" and isinstance(v, bool):  # YAML reads on/off as booleans
+        return "on" if v else "off"
     if name == "pretrained":
         return None if v in (None, "", "none", "None") else str(v)
     if isinstance(v, str) and v == "auto" and default == "auto":

@@ -25,11 +25,37 @@ from .confidence import label_confidence
 from .data import DataBundle, balanced_subset, load_data, split_validation
 from .engine import TERMS, Engine
 from .errors import DivergenceError
-from .metrics import (accuracy, confidence_stats, predict_logits, predict_logits_stream,
-                      train_accuracies)
+from .metrics import confidence_stats, predict_logits, predict_logits_stream
 from .models import create_model
 from .noise import make_noisy_labels
 from .outputs import RunWriter
+
+
+#: evaluation batch on CUDA: 4096 CIFAR images through preact_resnet34 without grad in bf16
+#: take < 1 GiB of activations, and 10,000 test images are three forwards
+EVAL_CHUNK_CUDA = 4096
+
+
+def _acc(pred: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Accuracy as a 0-dim float32 device tensor (NaN for no labels, like metrics.accuracy)."""
+    return (pred == labels).float().mean()
+
+
+def _read_back(vals: Dict[str, torch.Tensor], *vectors: torch.Tensor):
+    """``(dict of floats, *numpy vectors)`` from device scalars and float32 vectors with one
+    device-to-host copy (each ``.item()`` would be a sync of its own)."""
+    names = list(vals)
+    parts = [torch.stack([vals[k].float() for k in names])] if names else []
+    parts += [v.float().reshape(-1) for v in vectors]
+    if not parts:
+        return ({},) + tuple(np.zeros(0, np.float32) for _ in vectors)
+    host = torch.cat(parts).cpu().numpy()
+    out = {k: float(v) for k, v in zip(names, host[:len(names)])}
+    arrays, pos = [], len(names)
+    for v in vectors:
+        arrays.append(host[pos:pos + v.numel()])
+        pos += v.numel()
+    return (out,) + tuple(arrays)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -128,10 +154,15 @@ class Trainer:
             torch.manual_seed(cfg.seed)
             self.engine = Engine(cfg, make_model, data.num_classes, self.augment, dev,
                                  total_steps=cfg.epochs * self.steps_per_epoch)
+        # the step as CUDA graphs (auto: on CUDA); an impossible "on" fails here, before training
+        self.cuda_graphs = self.engine.use_cuda_graphs(cfg.cuda_graphs)
+        # which train-set metrics exist is fixed by the labels: decided once, not per epoch
+        self._has_noisy = bool((self.y_noisy != self.y_true).any()) if self.y_true is not None else False
         self.epoch = 0
         self.history: List[Dict[str, float]] = []
         self.train_seconds = 0.0
         self._last_eval: Dict[str, np.ndarray] = {}
+        self._is_noisy_np: Optional[np.ndarray] = None
         self.writer = RunWriter(out_dir) if out_dir else None
         if self.writer:
             self.writer.write_config(cfg.to_dict())
@@ -143,26 +174,22 @@ class Trainer:
 
     def train_epoch(self) -> Dict[str, float]:
         cfg, eng = self.cfg, self.engine
-        for group in eng.optimizer.param_groups:
-            group["lr"] = cfg.lr * lr_factor(cfg, self.epoch)
+        eng.set_lr(cfg.lr * lr_factor(cfg, self.epoch))
         eng.train()
         t0 = time.perf_counter()
         perm = torch.randperm(self.n_train, device=self.device, generator=self.gen)
-        # loss terms accumulate on the device; read back once, after the loop
-        sums = {k: torch.zeros((), device=self.device) for k in TERMS + ("loss",)}
+        # loss terms [*TERMS, loss] accumulate on the device (one add per step); read back once
+        sums = torch.zeros(len(TERMS) + 1, device=self.device)
         bs = self.batch_size
         for x, idx in self._batches(perm):
-            terms = eng.step(x, self.y_noisy[idx])
-            for k, v in terms.items():
-                if v is not None:
-                    sums[k] += v
-        values = torch.stack(list(sums.values())).div(self.steps_per_epoch).tolist()  # sync
+            sums += eng.step_vector(x, self.y_noisy[idx])
+        values = sums.div(self.steps_per_epoch).tolist()  # the epoch's one sync
         epoch_s = time.perf_counter() - t0
         self.train_seconds += epoch_s
         self.epoch += 1
         metrics: Dict[str, float] = {"epoch": self.epoch}
-        for k, v in zip(sums, values):
-            if k == "loss" or k in self._active_terms():
+        for k, v in zip(TERMS + ("loss",), values):
+            if k == "loss" or k in eng.active_terms():
                 metrics[k] = v
         bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
         if bad:
@@ -199,17 +226,13 @@ class Trainer:
         for x, idx in self._loader:
             yield (x.to(self.device, non_blocking=True), idx.to(self.device, non_blocking=True))
 
-    def _active_terms(self):
-        m = self.cfg.method
-        if m == "lci":
-            return TERMS
-        if m == "lci-two-models":
-            return ("loss_robust", "loss_ce", "loss_penalty")
-        if m == "lci-single":
-            return ("loss_robust", "loss_ce")
-        return ("loss_robust",)
-
     # ----------------------------------------------------------------------------- evaluate
+    @property
+    def _eval_chunk(self) -> int:
+        # large batches on a GPU (few launches; a forward without grad is small); CPU memory
+        # and caches prefer smaller ones
+        return EVAL_CHUNK_CUDA if self.device.type == "cuda" else 1024
+
     def _predict(self, model, x):
         return self._predict_all([model], x)[0]
 
@@ -218,7 +241,8 @@ class Trainer:
         once through DataLoader workers for all the models."""
         prep = lambda b: self.engine._prep(self.augment.normalize(b))  # noqa: E731
         if isinstance(x, torch.Tensor):
-            return [predict_logits(m, x, prep, self.engine.autocast) for m in models]
+            return [predict_logits(m, x, prep, self.engine.autocast, chunk=self._eval_chunk)
+                    for m in models]
         from .realworld import eval_loader
         loader = eval_loader(x, self.cfg.num_workers, pin_memory=self.device.type == "cuda")
         return predict_logits_stream(models, loader, prep, self.engine.autocast, self.device)
@@ -245,38 +269,46 @@ class Trainer:
         return self.y_test
 
     def evaluate(self) -> Dict[str, float]:
+        """Per-epoch metrics. Every accuracy is computed on the device and all of them (and,
+        with ``eval_train``, the per-sample C and predictions) come back in one read-back."""
         eng, cfg = self.engine, self.cfg
-        out: Dict[str, float] = {}
+        vals: Dict[str, torch.Tensor] = {}  # 0-dim float32 device tensors
         test_logits, *robust = self._predict_all(self._eval_models(), self.x_test)
-        out.update(self._test_accuracies("test", test_logits, self.y_test))
+        vals.update(self._test_accuracies("test", test_logits, self.y_test))
         if cfg.is_lci:
-            out["robust_test_acc"] = accuracy((robust[0] if robust else test_logits).argmax(1),
-                                              self.y_test)
+            vals["robust_test_acc"] = _acc((robust[0] if robust else test_logits).argmax(1),
+                                           self.y_test)
         for name, (x, y) in self.extra_tests.items():
-            out.update(self._test_accuracies(name, self._predict(eng.inference_model, x), y))
+            vals.update(self._test_accuracies(name, self._predict(eng.inference_model, x), y))
         if self.x_val.shape[0]:
-            out["val_acc"] = accuracy(self._predict(eng.inference_model, self.x_val).argmax(1),
-                                      self.y_val)
+            vals["val_acc"] = _acc(self._predict(eng.inference_model, self.x_val).argmax(1),
+                                   self.y_val)
         if self.y_true is not None:
-            out["realized_noise_rate"] = (self.y_noisy != self.y_true).float().mean().item()
-        if cfg.eval_train:
-            out.update(self.evaluate_train())
-        return out
+            vals["realized_noise_rate"] = (self.y_noisy != self.y_true).float().mean()
+        if not cfg.eval_train:
+            return _read_back(vals)[0]
+        train_vals, conf, pred = self._train_eval_tensors()
+        out, conf_np, pred_np = _read_back({**vals, **train_vals}, conf, pred)
+        return {**out, **self._train_eval_finish(conf_np, pred_np)}
 
     def evaluate_train(self) -> Dict[str, float]:
         """Fit, memorisation and label confidence on the training set (Figure 3 metrics);
         keeps the per-sample predictions and C for ``label_issues.csv``."""
+        vals, conf, pred = self._train_eval_tensors()
+        out, conf_np, pred_np = _read_back(vals, conf, pred)
+        return {**out, **self._train_eval_finish(conf_np, pred_np)}
+
+    def _train_eval_tensors(self):
+        """Train-set accuracies (device scalars), C and the predictions (device vectors)."""
         eng, cfg = self.engine, self.cfg
-        out: Dict[str, float] = {}
         # one pass over the training images for both models (file-backed: one decode)
         logits, *theta_rest = self._predict_all(self._eval_models(), self.x_train)
         pred = logits.argmax(1)
-        out.update(train_accuracies(pred, self.y_noisy, self.y_true))
+        vals = self._train_accuracies(pred)
         if cfg.is_lci:
             theta_logits = theta_rest[0] if theta_rest else logits
             if eng.theta_star is not None:
-                out.update(train_accuracies(theta_logits.argmax(1), self.y_noisy, self.y_true,
-                                            prefix="robust_"))
+                vals.update(self._train_accuracies(theta_logits.argmax(1), prefix="robust_"))
             # C of Eq. 6 from θ's robust loss on the un-augmented image and the current μ
             if eng.uses_gjs:
                 losses = eng.robust_loss([theta_logits, theta_logits], self.y_noisy)
@@ -286,18 +318,33 @@ class Trainer:
         else:
             # baselines have no C; their self-confidence p(given label) stands in for it
             conf = torch.softmax(logits, 1).gather(1, self.y_noisy[:, None]).squeeze(1)
-        conf_np = conf.float().cpu().numpy()
-        is_noisy = (self.y_noisy != self.y_true).cpu().numpy() if self.y_true is not None else None
-        out.update(confidence_stats(conf_np, is_noisy))
-        self._last_eval = {"pred": pred.cpu().numpy(), "conf": conf_np}
+        return vals, conf.float(), pred
+
+    def _train_eval_finish(self, conf_np: np.ndarray, pred_np: np.ndarray) -> Dict[str, float]:
+        if self._is_noisy_np is None and self.y_true is not None:  # fixed for the run
+            self._is_noisy_np = (self.y_noisy != self.y_true).cpu().numpy()
+        self._last_eval = {"pred": pred_np.astype(np.int64), "conf": conf_np}
+        return confidence_stats(conf_np, self._is_noisy_np)
+
+    def _train_accuracies(self, pred: torch.Tensor, prefix: str = "") -> Dict[str, torch.Tensor]:
+        """:func:`lci.metrics.train_accuracies` as device scalars (masked means, no sync)."""
+        if self.y_true is None:  # real-world noise: nobody knows which labels are wrong
+            return {}
+        noisy = self.y_noisy != self.y_true
+        hit_given, clean = (pred == self.y_noisy).float(), (~noisy).float()
+        out = {f"{prefix}train_acc_clean": (hit_given * clean).sum() / clean.sum()}
+        if self._has_noisy:
+            nz = noisy.float()
+            out[f"{prefix}train_acc_noisy"] = (hit_given * nz).sum() / nz.sum()
+            out[f"{prefix}train_acc_noisy_true"] = ((pred == self.y_true).float() * nz).sum() / nz.sum()
         return out
 
     def _test_accuracies(self, prefix: str, logits: torch.Tensor,
-                         y: torch.Tensor) -> Dict[str, float]:
-        out = {f"{prefix}_acc": accuracy(logits.argmax(1), y)}
+                         y: torch.Tensor) -> Dict[str, torch.Tensor]:
+        out = {f"{prefix}_acc": _acc(logits.argmax(1), y)}
         if self.num_classes > 5:  # top-5 as reported for WebVision / ILSVRC12
             top5 = logits.topk(5, dim=1).indices
-            out[f"{prefix}_acc_top5"] = (top5 == y[:, None]).any(1).float().mean().item()
+            out[f"{prefix}_acc_top5"] = (top5 == y[:, None]).any(1).float().mean()
         return out
 
     # ------------------------------------------------------------------------------- finish

@@ -52,3 +52,34 @@ def test_step_cost_steps_stay_finite_and_never_sync(step_cost):
     for r in step_cost["rows"]:
         assert r["finite"], r["method"]
         assert r["host_syncs"] == [], (r["method"], r["host_syncs"])
+
+
+def test_step_cost_counts_operators_and_reports_the_eager_mode(step_cost):
+    by_method = {r["method"]: r for r in step_cost["rows"]}
+    assert all(r["mode"] == "eager" for r in step_cost["rows"])  # no --graphs on a CPU
+    # lci runs three networks' forwards and backwards where ce runs one: more operators
+    assert 0 < by_method["ce"]["ops_per_step"] < by_method["lci"]["ops_per_step"]
+
+
+def test_sync_debug_mode_notice_is_not_a_host_sync():
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.step_cost import is_sync_warning
+
+    assert is_sync_warning("called a synchronizing CUDA operation")
+    assert not is_sync_warning("torch.cuda.set_sync_debug_mode: the synchronization debug mode "
+                               "is a prototype feature")
+
+
+@pytest.mark.slow
+def test_epoch_time_runs_whole_epochs_solo_and_packed(tmp_path):
+    """A tiny CPU run of benchmarks/epoch_time.py: torchvision-format data, `lci train`
+    processes solo and two at once, a table and the JSON line."""
+    res = run_script("benchmarks/epoch_time.py", "--device", "cpu", "--model", "small_cnn",
+                     "--n-train", "256", "--n-test", "64", "--epochs", "2", "--methods", "lci",
+                     "--modes", "eager", "--packs", "1", "2", "--threads", "1",
+                     "--keep", str(tmp_path), "--json")
+    (solo,) = res["solo"]
+    assert solo["method"] == "lci" and solo["epochs"] == 2 and solo["samples_per_s"] > 0
+    assert [p["processes"] for p in res["packed"]] == [1, 2]
+    assert len(res["packed"][1]["epoch_s_each"]) == 2
+    assert (tmp_path / "data" / "cifar-10-batches-py" / "data_batch_5").is_file()
