@@ -174,7 +174,7 @@ def gjs(logits: Union[Sequence[Tensor], Tensor], labels: Tensor, pi1: float = 0.
     return _generalized_js(labels, [_log_probs(v) for v in views], pi1)
 
 
-# ------------------------------------------------------------------------- divergences (§1)
+# ------------------------------------------------------------------------- divergences (docs/method.md §2)
 
 
 def jsd(logits_a: Tensor, logits_b: Tensor) -> Tensor:
