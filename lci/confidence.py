@@ -1,4 +1,4 @@
-"""Sample-wise label confidence (method.md §1, Eq. 6, 8, 9 and Algorithm 1 line 8).
+"""Sample-wise label confidence (docs/method.md §2, Eq. 6, 8, 9 and Algorithm 1 line 8).
 
 Pure tensor functions; nothing here calls ``.item()``, so they never force a host sync.
 """

@@ -59,7 +59,7 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-# Per-dataset defaults for the "auto" fields. CIFAR values follow the GJS code (method.md §5);
+# Per-dataset defaults for the "auto" fields. CIFAR values follow the GJS code (docs/method.md §8);
 # digits values were calibrated so that a CPU run takes seconds (see README).
 DATASET_PROFILES: Dict[str, Dict[str, Any]] = {
     "digits": dict(model="small_cnn", epochs=60, batch_size=64, lr=0.05, weight_decay=5e-4,
@@ -83,7 +83,7 @@ DATASET_PROFILES: Dict[str, Dict[str, Any]] = {
                    augment="weak", lr_schedule="cosine"),
 }
 # Real-world sets: the paper's class-balanced Clothing1M subset (128,000 = 2,000 batches of 64,
-# ELR+), and the ImageNet-style input of method.md section 6 (decode at 256, crop 224).
+# ELR+), and the ImageNet-style input of docs/method.md §8 (decode at 256, crop 224).
 TRAIN_SUBSET_PROFILES = {"clothing1m": 128000}
 REALWORLD_IMAGE_SIZE = 224
 # Asymmetric rates in the GJS protocol use different weight decay on CIFAR-10 and lr on CIFAR-100.

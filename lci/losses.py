@@ -1,4 +1,4 @@
-"""Per-sample classification losses (method.md §3) and the divergences LCI needs (§1).
+"""Per-sample classification losses (docs/method.md §6) and the divergences LCI needs (§2).
 
 Every loss is a pure function ``(logits [N, K], labels) -> per-sample loss [N]`` in float32,
 natural log, no reduction. ``labels`` are int64 class ids, or a float ``[N, K]`` target
@@ -174,7 +174,7 @@ def gjs(logits: Union[Sequence[Tensor], Tensor], labels: Tensor, pi1: float = 0.
     return _generalized_js(labels, [_log_probs(v) for v in views], pi1)
 
 
-# ------------------------------------------------------------------------- divergences (§1)
+# ------------------------------------------------------------------------- divergences (docs/method.md §2)
 
 
 def jsd(logits_a: Tensor, logits_b: Tensor) -> Tensor:
@@ -200,7 +200,7 @@ def _defaults(fn: LossFn) -> Dict[str, float]:
             if p.default is not inspect.Parameter.empty}
 
 
-#: Default parameters of each loss (the values of method.md §3).
+#: Default parameters of each loss (the values of docs/method.md §6).
 LOSS_DEFAULTS: Dict[str, Dict[str, float]] = {n: _defaults(LOSSES.get(n)) for n in LOSSES.names()}
 
 # Allowed range of each parameter name: (low, high, low_open, high_open).

@@ -1,7 +1,7 @@
 """Evaluation: predictions in chunks, accuracies and label-confidence statistics.
 
-Metric names are those of interfaces.md; everything here runs once per epoch, so reading
-values back to the host is fine (it is the one sync point of the epoch).
+Metric names are those of docs/interfaces.md (Metrics); everything here runs once per epoch,
+so reading values back to the host is fine (it is the one sync point of the epoch).
 """
 from __future__ import annotations
 

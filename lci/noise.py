@@ -1,4 +1,4 @@
-"""Synthetic label noise, following the GJS protocol that the LCI paper uses (method.md §4).
+"""Synthetic label noise, following the GJS protocol that the LCI paper uses (docs/method.md §7).
 
 Pure numpy: labels in, labels out. Every function takes its main arguments positionally and
 its options keyword-only, never touches the global numpy RNG, and never changes its input.

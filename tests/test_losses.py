@@ -1,4 +1,4 @@
-"""Per-sample losses pinned to values worked out by hand (method.md §3).
+"""Per-sample losses pinned to values worked out by hand (docs/method.md §6).
 
 Most cases use logits [0, ln 3], whose softmax is p = [1/4, 3/4], and [0, 0] -> [1/2, 1/2].
 """

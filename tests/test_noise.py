@@ -1,4 +1,4 @@
-"""Tests for lci.noise: synthetic label noise following the GJS protocol (method.md §4)."""
+"""Tests for lci.noise: synthetic label noise following the GJS protocol (docs/method.md §7)."""
 from __future__ import annotations
 
 import json

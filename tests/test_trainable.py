@@ -51,7 +51,7 @@ def test_trial_reports_every_epoch_and_leaves_a_complete_run_folder(ray_session,
         assert json.load(fh)["threads"] == 2  # torch threads = the trial's CPU share
     with open(os.path.join(run, "history.csv")) as fh:
         assert len(fh.read().strip().splitlines()) == 1 + 4  # header + 4 epochs, no duplicates
-    # metric names of interfaces.md, every epoch
+    # metric names of docs/interfaces.md, every epoch
     for key in ("test_acc", "robust_test_acc", "loss", "loss_robust", "loss_ce", "loss_jsd",
                 "loss_penalty", "realized_noise_rate", "epoch_s", "samples_per_s"):
         assert key in lines[-1], key

@@ -1,7 +1,7 @@
 """The Ray Tune function trainable around lci's :class:`~lci.trainer.Trainer`.
 
 One trial = one ``lci`` run. Every epoch is one ``tune.report`` (one ``training_iteration``)
-with the metric names of interfaces.md; every ``checkpoint_every`` epochs (and the last) the
+with the metric names of docs/interfaces.md; every ``checkpoint_every`` epochs (and the last) the
 report carries a checkpoint. That checkpoint is a complete lci run folder: ``checkpoint.pt``
 (both models, optimizer, μ, RNG states, noisy labels), ``config.json`` and ``history.csv``;
 the final one also holds ``result.json`` and ``label_issues.csv``. So the run's own outputs

@@ -49,7 +49,7 @@ SEARCH_KEYS: Dict[str, str] = {
     "val_fraction": "noisy validation split held out during the search (default 0.1)",
     "methods": "methods whose cells are searched (default: the lci methods of the study)",
     "params": "search space: name -> [low, high] | {low, high, log} | {values: [...]} | value",
-    "default_space": "start from the default space of method.md section 1 (default true)",
+    "default_space": "start from the default space of docs/method.md §3 (default true)",
     "fixed": "settings for the search phase only (e.g. fewer epochs)",
     "max_concurrent": "concurrent trials of a search (default: the study's max_concurrent)",
 }
@@ -85,7 +85,7 @@ AXIS_KEYS = ("noise", "method", "robust_loss")
 #: Keys the phases set themselves.
 PHASE_KEYS = ("val_fraction",)
 
-#: Default search space of the LCI parameters (method.md section 1): name -> (low, high, log).
+#: Default search space of the LCI parameters (docs/method.md §3): name -> (low, high, log).
 DEFAULT_SPACE: Dict[str, Tuple[float, float, bool]] = {
     "m": (-5.0, 5.0, False),
     "lam": (1e-5, 1e-1, True),
