@@ -31,7 +31,7 @@ Modes (``TrainConfig.augment``):
   0.114 rounded as PIL), so a view equals what ildoonet's op gives on the same image and the
   same random choices (tests compare with PIL).
 
-Two options for ImageNet-sized photos (the file-backed real-world sets, method.md section 6):
+Two options for ImageNet-sized photos (the file-backed real-world sets, docs/method.md §8):
 
 - ``crop=S``: the views are random ``S x S`` windows of the (larger) stored image, with no
   padding unless ``pad`` is also set: torchvision's ``RandomCrop(S)`` after ``Resize(256)``.

@@ -1,4 +1,4 @@
-"""One training step for every method of method.md §3: the baselines and the LCI variants.
+"""One training step for every method of docs/method.md (§2 the step, §5 the variants, §6 the baselines).
 
 The :class:`Engine` owns the network(s), the single optimizer and the running mean ``μ``.
 ``step`` takes a uint8 batch that already lives on the device, builds the views there, and

@@ -5,7 +5,7 @@ and every network names its classifier ``fc``, so checkpoint loading can tell th
 the backbone the same way for all of them.
 
 - ``small_cnn``: a three-conv net with BatchNorm for tiny images (8x8 digits); fast on CPU.
-- ``preact_resnet34``: the CIFAR network of the GJS code (method.md section 5), ~1.9 M params.
+- ``preact_resnet34``: the CIFAR network of the GJS code (docs/method.md §8), ~1.9 M params.
 - ``resnet18/34/50``: torchvision ResNets; CIFAR-style stem (3x3 stride 1, no max-pool) when
   ``image_size <= 64``, ImageNet stem otherwise. ``create_model(..., pretrained=PATH)`` loads a
   local state-dict file (torchvision or self-supervised), keeping a freshly initialised head
