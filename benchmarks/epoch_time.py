@@ -86,7 +86,7 @@ def train_command(out: str, data_dir: str, method: str, mode: str, args, seed: i
             "epochs": args.epochs, "batch_size": args.batch, "device": args.device,
             "cuda_graphs": "on" if mode == "graph" else "off", "seed": seed,
             "eval_train": "false", "checkpoint_every": 0, "threads": args.threads}
-    cmd = [sys.executable, "-m", "lci.cli", "train", "--quiet", "--out", out]
+    cmd = [sys.executable, "-m", "lci_study", "train", "--quiet", "--out", out]
     for k, v in sets.items():
         cmd += ["--set", f"{k}={v}"]
     return cmd
