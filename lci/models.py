@@ -20,7 +20,6 @@ from typing import Callable, Dict, List, Mapping, Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torchvision
 
 from .errors import CheckpointError, ConfigError
 from .registry import Registry
@@ -149,6 +148,10 @@ def preact_resnet34(num_classes: int, in_channels: int = 3, image_size: int = 32
 
 
 def _torchvision_resnet(arch: str, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+    # imported here: torchvision.models pulls in torch._dynamo (~1.7 s), which every trial
+    # worker would pay at start-up although the CIFAR and digits networks never need it
+    import torchvision.models
+
     model = getattr(torchvision.models, arch)(weights=None, num_classes=num_classes)
     if image_size <= SMALL_IMAGE_MAX:
         # CIFAR-style stem: keep the full resolution into layer1.
