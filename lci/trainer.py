@@ -261,13 +261,6 @@ class Trainer:
         """Softmax of the inference model on images ``x`` (for ensembles)."""
         return torch.softmax(self._predict(self.engine.inference_model, x), 1)
 
-    def test_probabilities(self) -> torch.Tensor:
-        """Softmax of the inference model on the test set (for ensembles)."""
-        return torch.softmax(self._predict(self.engine.inference_model, self.x_test), 1)
-
-    def test_labels(self) -> torch.Tensor:
-        return self.y_test
-
     def evaluate(self) -> Dict[str, float]:
         """Per-epoch metrics. Every accuracy is computed on the device and all of them (and,
         with ``eval_train``, the per-sample C and predictions) come back in one read-back."""

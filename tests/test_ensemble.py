@@ -19,8 +19,9 @@ def test_ensemble_of_two_runs(tmp_path):
         dirs.append(d)
     res = ensemble_eval(dirs)
     # recompute by hand from the two restored models
-    probs = [load_run(d).test_probabilities() for d in dirs]
-    labels = load_run(dirs[0]).test_labels()
+    runs = [load_run(d) for d in dirs]
+    probs = [r.probabilities(r.x_test) for r in runs]
+    labels = runs[0].y_test
     expected = ((probs[0] + probs[1]) / 2).argmax(1).eq(labels).float().mean().item()
     assert res["test_acc"] == expected
     assert [m["test_acc"] for m in res["members"]] == \
