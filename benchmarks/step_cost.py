@@ -170,8 +170,9 @@ _READBACKS = ("item", "tolist", "numpy", "__bool__", "__int__", "__float__", "__
 
 
 @contextlib.contextmanager
-def _recording_readbacks(calls: List[str]):
-    saved = {name: getattr(torch.Tensor, name) for name in _READBACKS}
+def recording_readbacks(calls: List[str], names=_READBACKS):
+    """Record (into ``calls``) every call of the Tensor methods ``names`` inside the block."""
+    saved = {name: getattr(torch.Tensor, name) for name in names}
 
     def recording(name, fn):
         def wrapper(self, *args, **kwargs):
@@ -194,7 +195,7 @@ def host_syncs(engine: Engine, x: torch.Tensor, y: torch.Tensor) -> List[str]:
     call CUDA's sync debug mode reports (C++ ones included). Empty means no sync point."""
     calls: List[str] = []
     cuda = x.device.type == "cuda"
-    with warnings.catch_warnings(record=True) as caught, _recording_readbacks(calls):
+    with warnings.catch_warnings(record=True) as caught, recording_readbacks(calls):
         warnings.simplefilter("always")
         if cuda:
             torch.cuda.synchronize(x.device)

@@ -335,11 +335,7 @@ def _asym_mapped(y, true, C, r, rng, dataset):
         y[idx] = lut[true[idx]]
         return y, k
     total = 0
-    for src in sorted(mapping):
-        members = np.flatnonzero(true == src)
-        k = _count_ceil(r * members.size)
-        if k == 0:
-            continue
+    for src, members, k in _flips_per_class(true, sorted(mapping), r):
         chosen = rng.choice(members, size=k, replace=False)
         y[chosen] = mapping[src]
         total += k
@@ -373,13 +369,18 @@ def _gjs_cifar10_asym(y, C, r, seed):
     return y, total
 
 
-def _asym_transition(y, true, C, r, rng, T):
-    total = 0
-    for c in range(C):
+def _flips_per_class(true, classes, r):
+    """(class, its samples, how many of them flip: ⌈r·n⌉) for each class with a flip."""
+    for c in classes:
         members = np.flatnonzero(true == c)
         k = _count_ceil(r * members.size)
-        if k == 0:
-            continue
+        if k:
+            yield c, members, k
+
+
+def _asym_transition(y, true, C, r, rng, T):
+    total = 0
+    for c, members, k in _flips_per_class(true, range(C), r):
         row = T[c].copy()
         row[c] = 0.0
         mass = row.sum()

@@ -1,6 +1,4 @@
 """Per-epoch evaluation runs on the device and reads its results back in one copy."""
-import contextlib
-
 import torch
 
 from lci.config import TrainConfig
@@ -9,23 +7,10 @@ from lci.trainer import Trainer
 READS = ("cpu", "item", "tolist", "numpy", "__bool__", "__float__", "__int__", "__index__")
 
 
-@contextlib.contextmanager
 def counting_reads(calls):
-    saved = {name: getattr(torch.Tensor, name) for name in READS}
+    from benchmarks.step_cost import recording_readbacks
 
-    def wrap(name, fn):
-        def wrapper(self, *args, **kwargs):
-            calls.append(name)
-            return fn(self, *args, **kwargs)
-        return wrapper
-
-    try:
-        for name, fn in saved.items():
-            setattr(torch.Tensor, name, wrap(name, fn))
-        yield calls
-    finally:
-        for name, fn in saved.items():
-            setattr(torch.Tensor, name, fn)
+    return recording_readbacks(calls, READS)
 
 
 def test_epoch_evaluation_reads_back_once():
