@@ -157,10 +157,13 @@ class StudyRunner:
         if not storage.is_uri(self.dir):
             from lci.outputs import check_writable
 
-            # the nearest folder that exists: probing it creates nothing that stays
+            # the nearest path that exists: probing it creates nothing that stays
             here = self.dir
-            while not os.path.isdir(here) and os.path.dirname(here) != here:
+            while not os.path.exists(here) and os.path.dirname(here) != here:
                 here = os.path.dirname(here)
+            if not os.path.isdir(here):
+                raise LCIError(f"cannot write results to {self.dir!r}: {here!r} is a file, "
+                               "not a folder")
             check_writable(here)
 
     def prepare(self) -> None:

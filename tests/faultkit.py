@@ -2,7 +2,8 @@
 
 ``held_trainable`` is the project's trainable with one addition: after the report of epoch
 ``HOLD_AT`` it writes ``<CONTROL>/ready-<trial_id>.json`` (its pid, cell, seed, epoch) and then
-waits until ``<CONTROL>/release-all`` or ``<CONTROL>/release-<cell>-<seed>`` exists (while
+waits until ``<CONTROL>/release-all``, ``<CONTROL>/release-<cell>`` or
+``<CONTROL>/release-<cell>-<seed>`` exists (while
 ``<CONTROL>/hold`` exists; without it the trial runs straight through). The test acts on the
 ready file (kills the worker, kills or signals the driver) at a moment the trial itself chose.
 
@@ -49,6 +50,7 @@ def held_trainable(config):
             json.dump(info, fh)
         os.replace(tmp, os.path.join(control, f"ready-{tid}.json"))
         releases = [os.path.join(control, "release-all"),
+                    os.path.join(control, f"release-{cell}"),
                     os.path.join(control, f"release-{cell}-{seed}")]
         while not any(os.path.exists(p) for p in releases):
             time.sleep(0.02)
@@ -60,7 +62,31 @@ def held_trainable(config):
         tune_mod.report = real_report
 
 
-def make_held_trainable(cpu: float = 1.0):
+def fail_once_trainable(config):
+    """The project's trainable, but its first attempt raises right after reporting epoch
+    ``HOLD_AT`` (a marker ``<CONTROL>/failed-<trial_id>`` makes the retry run through)."""
+    import ray.tune as tune_mod
+
+    from trainables.lci_trainable import train_lci
+
+    control, fail_at = CONTROL, HOLD_AT
+    real_report = tune_mod.report
+
+    def report(metrics, checkpoint=None):
+        real_report(metrics, checkpoint=checkpoint)
+        marker = os.path.join(control, f"failed-{tune_mod.get_context().get_trial_id()}")
+        if metrics.get("epoch") == fail_at and not os.path.exists(marker):
+            open(marker, "w").close()
+            raise RuntimeError(f"injected failure after epoch {fail_at}")
+
+    tune_mod.report = report
+    try:
+        train_lci(config)
+    finally:
+        tune_mod.report = real_report
+
+
+def make_held_trainable(cpu: float = 1.0, fn=None):
     """``held_trainable`` with its resources, picklable by value."""
     import sys
 
@@ -68,7 +94,7 @@ def make_held_trainable(cpu: float = 1.0):
     from ray import tune
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    return tune.with_resources(held_trainable, {"cpu": float(cpu), "gpu": 0.0})
+    return tune.with_resources(fn or held_trainable, {"cpu": float(cpu), "gpu": 0.0})
 
 
 def ready(control: str):

@@ -168,48 +168,38 @@ def test_export_searches_rebuilds_the_file(tmp_path):
 
 @pytest.mark.slow
 def test_s3_style_study_leaves_every_search_in_optuna_db(ray_session, tmp_path):
-    """A study folder given as a URI (file://, which study.storage treats as remote like
-    s3://): Optuna storage is in memory during two real Tune searches; afterwards
-    export_study_searches reads the searcher state each search left in its experiment
-    folder and writes <study>/optuna.db holding both searches with all their trials."""
+    """A whole study (``run_study``) whose storage is a URI (file://, which study.storage
+    treats as remote like s3://): the Optuna studies live in memory while the searches run;
+    when each search ends the driver copies every finished search into <study>/optuna.db,
+    which then holds both cells' searches with all their trials and Tune's scores."""
+    import json
+
     import optuna
     from optuna.trial import TrialState
-    from ray import tune
 
-    from study.optuna_storage import export_study_searches, resolve_optuna_storage
-    from study.runner import trial_dirname
-    from trainables import make_trainable
+    from study.runner import run_study
+    from study.spec import load_spec
+    from study.trials import read_trials
 
-    study_dir = f"file://{tmp_path}/res/s3study"
-    assert resolve_optuna_storage("sqlite", study_dir) is None
-    base = {"dataset": "digits", "noise": "sym:0.6", "epochs": 1, "batch_size": 128,
-            "eval_train": False, "val_fraction": 0.1, "method": "lci", "study": "s3study"}
-    tune_scores = {}
-    for cell in ("cell_a", "cell_b"):
-        searcher = _searcher(None, study_name=cell, epochs=1)
-        grid = tune.Tuner(
-            make_trainable(cpu=1), param_space={**base, "cell": cell, "phase": "search"},
-            tune_config=tune.TuneConfig(metric="val_acc", mode="max", search_alg=searcher,
-                                        num_samples=2, max_concurrent_trials=2,
-                                        trial_dirname_creator=trial_dirname),
-            run_config=tune.RunConfig(name=f"{cell}__search", storage_path=study_dir,
-                                      verbose=0)).fit()
-        assert grid.num_errors == 0 and len(grid) == 2
-        tune_scores[cell] = sorted(r.metrics["val_acc"] for r in grid)
-    assert not (tmp_path / "res" / "s3study" / "optuna.db").exists()
-
-    out = export_study_searches(study_dir, {"cell_a": "cell_a__search",
-                                            "cell_b": "cell_b__search"})
-    db_path = tmp_path / "res" / "s3study" / "optuna.db"
-    assert out == f"{study_dir}/optuna.db" and db_path.is_file()
-    db = f"sqlite:///{db_path}"
-    assert sorted(s.study_name for s in optuna.get_all_study_summaries(db)) == \
-        ["cell_a", "cell_b"]
-    for cell, scores in tune_scores.items():
+    spec = load_spec({"name": "s3study", "storage": f"file://{tmp_path}/res",
+                      "fixed": {"dataset": "digits", "epochs": 1, "batch_size": 128,
+                                "eval_train": False},
+                      "noise": ["sym:0.6", "asym:0.4"], "methods": ["lci"],
+                      "search": {"trials": 2},
+                      "evaluation": {"seeds": 1}})
+    assert spec.study_dir.startswith("file://")
+    run_study(spec, echo=lambda s: None)
+    folder = tmp_path / "res" / "s3study"
+    db = f"sqlite:///{folder / 'optuna.db'}"
+    cells = sorted(c.id for c in spec.search_cells())
+    assert sorted(s.study_name for s in optuna.get_all_study_summaries(db)) == cells
+    for cell in cells:
         trials = optuna.load_study(study_name=cell, storage=db).trials
         assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
-        assert sorted(t.value for t in trials) == pytest.approx(scores)
-        assert all(set(t.params) == {"lam"} for t in trials)
+        tune_scores = sorted(r.last["val_acc"] for r in read_trials(str(folder / f"{cell}__search")))
+        assert sorted(t.value for t in trials) == pytest.approx(tune_scores)
+    summary = json.loads((folder / "summary.json").read_text())
+    assert [c["cell"] for c in summary["cells"]] == [c.id for c in spec.cells]
 
 
 # -------------------------------------------------------------------------------- tracking
@@ -285,7 +275,6 @@ def test_mlflow_tracking_leaves_one_run_per_trial_with_per_epoch_metrics(ray_ses
 
     from study.runner import trial_dirname
     from study.tracking import tracking_callbacks
-    from trainables import make_trainable
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)  # anything MLflow writes by default stays in tmp_path
@@ -295,14 +284,16 @@ def test_mlflow_tracking_leaves_one_run_per_trial_with_per_epoch_metrics(ray_ses
                                    "tracked", str(study_dir))
     assert len(callbacks) == 1
     epochs = 2
-    trainable = make_trainable(cpu=1)
+    import faultkit
+
+    faultkit.configure(str(tmp_path / "markers"), hold_at=1)
+    trainable = faultkit.make_held_trainable(cpu=1, fn=faultkit.fail_once_trainable)
     first = tune.Tuner(
         trainable,
         param_space={"dataset": "digits", "noise": "sym:0.6", "epochs": epochs,
                      "batch_size": 128, "eval_train": False, "val_fraction": 0.1,
                      "model": "small_cnn", "method": tune.grid_search(["ce", "lci"]),
-                     "cell": "c", "phase": "evaluation", "study": "tracked",
-                     "__fail_once_after": 1, "__fail_marker_dir": str(tmp_path / "markers")},
+                     "cell": "c", "phase": "evaluation", "study": "tracked"},
         tune_config=tune.TuneConfig(trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(name="tracked__eval", storage_path=str(study_dir),
                                   verbose=0, callbacks=callbacks)).fit()
