@@ -74,7 +74,7 @@ class StudyProgress:
     # ---------------------------------------------------------------------------- output
     def _line(self, text: str) -> None:
         if self._bar is not None:
-            self._bar.write(text)
+            self._bar.write(text, file=sys.stderr)  # above the bar, on its stream
         else:
             self.echo(text)
 
