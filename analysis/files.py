@@ -48,11 +48,13 @@ def _read_json_records(path: Path) -> List[Dict[str, Any]]:
 
 def _error_reason(path: Path) -> str:
     """The last non-empty line of Tune's ``error.txt`` (the exception), at most 300 chars."""
+    from study.trials import failure_reason
+
     try:
-        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+        text = path.read_text(errors="replace")
     except OSError:
         return "error.txt unreadable"
-    return (lines[-1] if lines else "failed (empty error.txt)")[:300]
+    return failure_reason({}, text) or "failed (empty error.txt)"
 
 
 def _tune_status(folder: Path, n_epochs: Optional[int], n_done: int):

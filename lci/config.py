@@ -169,6 +169,13 @@ class TrainConfig:
             raise ConfigError(f"unknown config key {unknown[0]!r}; allowed: {', '.join(names)}")
         return cls(**dict(d))
 
+    @classmethod
+    def from_known(cls, d: Mapping[str, Any]) -> "TrainConfig":
+        """Build from the keys of ``d`` that are config fields, ignoring the rest: a study's
+        trial config also holds its labels (cell, phase, study)."""
+        names = set(cls.field_names())
+        return cls.from_dict({k: v for k, v in d.items() if k in names})
+
     def to_dict(self) -> Dict[str, Any]:
         d = dataclasses.asdict(self)
         d["lr_milestones"] = list(self.lr_milestones)

@@ -61,9 +61,7 @@ class Experiment:
         return {**cfg, **self.labels()}
 
     def epochs(self, cfg: Dict[str, Any]) -> int:
-        fields = set(TrainConfig.field_names())
-        return int(TrainConfig.from_dict({k: v for k, v in cfg.items() if k in fields})
-                   .resolved().epochs)
+        return int(TrainConfig.from_known(cfg).resolved().epochs)
 
     def trial_configs(self) -> List[Dict[str, Any]]:
         """Evaluation: one config per seed; sweep: values x seeds (the value varies slowest)."""
@@ -91,9 +89,10 @@ class Experiment:
         if node.phase == "search":
             search = spec.search
             metric, mode = search.metric, search.mode
+            epochs = self.epochs(base)
             searcher = make_searcher(node.cell.search_params, metric=metric, mode=mode,
                                      seed=search.seed, n_startup_trials=search.startup_trials,
-                                     epochs=self.epochs(base), study_name=node.cell.id,
+                                     epochs=epochs, study_name=node.cell.id,
                                      storage=self.ctx.optuna_storage, gate_key=self.ctx.key)
             if spec.scheduler is not None:
                 # ASHA stops weak trials at its rungs; TruncationAwareOptunaSearch tells Optuna
@@ -101,7 +100,7 @@ class Experiment:
                 from ray.tune.schedulers import ASHAScheduler
 
                 scheduler = ASHAScheduler(time_attr="epoch",
-                                          max_t=spec.scheduler.max_t or self.epochs(base),
+                                          max_t=spec.scheduler.max_t or epochs,
                                           grace_period=spec.scheduler.grace_period,
                                           reduction_factor=spec.scheduler.reduction_factor)
         else:

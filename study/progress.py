@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, Optional
 from ray import tune
 
 from .trials import FAILED_KEY
+from .trials import failure_reason as _reason_of
 
 _VIEWS: Dict[str, "StudyProgress"] = {}
 
@@ -112,15 +113,12 @@ def view(key: Optional[str]) -> Optional[StudyProgress]:
 
 def failure_reason(trial: Any) -> str:
     """One line: the trainable's own reason, or the last line of Tune's error.txt."""
-    last = trial.last_result or {}
-    if FAILED_KEY in last:
-        return str(last[FAILED_KEY])[:300]
     try:
         with open(f"{trial.local_path}/error.txt") as fh:
-            lines = [l.strip() for l in fh.read().splitlines() if l.strip()]
-        return lines[-1][:300] if lines else ""
+            text = fh.read()
     except (OSError, TypeError):
-        return ""
+        text = None
+    return _reason_of(trial.last_result or {}, text)
 
 
 class TrialEvents(tune.Callback):

@@ -70,10 +70,9 @@ def check_datasets(spec: StudySpec, *, named_sets_here: bool = True) -> List[str
     from lci.data import check_dataset
     from lci.data.registry import dataset_names
 
-    fields = set(TrainConfig.field_names())
     seen, warnings = set(), []
     for cell in spec.cells:
-        cfg = TrainConfig.from_dict({k: v for k, v in cell.base.items() if k in fields})
+        cfg = TrainConfig.from_known(cell.base)
         key = (cfg.dataset, cfg.data_dir)
         if key in seen:
             continue

@@ -51,10 +51,8 @@ class TrialRecord:
         from lci.config import TrainConfig
         from lci.errors import LCIError
 
-        fields = set(TrainConfig.field_names())
         try:
-            cfg = TrainConfig.from_dict({k: v for k, v in self.config.items() if k in fields})
-            return int(cfg.resolved().epochs)
+            return int(TrainConfig.from_known(self.config).resolved().epochs)
         except (LCIError, TypeError, ValueError):
             return None
 
@@ -77,10 +75,17 @@ class TrialRecord:
 
     def reason(self) -> str:
         """One line on why the trial failed (empty when it did not)."""
-        if FAILED_KEY in self.last:
-            return str(self.last[FAILED_KEY])
-        lines = [l.strip() for l in (self.error_text or "").splitlines() if l.strip()]
-        return lines[-1][:300] if lines else ""
+        return failure_reason(self.last, self.error_text)
+
+
+def failure_reason(last: Mapping[str, Any], error_text: Optional[str]) -> str:
+    """One line (at most 300 characters) on why a trial failed: the trainable's own reason
+    in its last result, else the last line of ``error.txt`` (Tune's exception); empty when
+    there is neither."""
+    if FAILED_KEY in last:
+        return str(last[FAILED_KEY])[:300]
+    lines = [l.strip() for l in (error_text or "").splitlines() if l.strip()]
+    return lines[-1][:300] if lines else ""
 
 
 def read_result_lines(text: str) -> List[Dict[str, Any]]:

@@ -38,7 +38,7 @@ def test_evaluation_and_sweep_wait_for_their_cells_search():
     assert study_width(list(nodes.values())) == sum(max(a, b) for a, b in per_cell.values())
 
 
-def _run_scheduler(nodes, **kw):
+def _run_scheduler(nodes, target=None):
     """Stand-in experiments: each records that it started, then waits for its release."""
     started, release = [], {n.name: threading.Event() for n in nodes}
     lock = threading.Condition()
@@ -52,7 +52,7 @@ def _run_scheduler(nodes, **kw):
     stop = threading.Event()
     sched = StudyScheduler(nodes, run_node, done=lambda n: False, stop=stop,
                            demand=lambda running: sum(n.trials for n in running),
-                           target_demand=lambda: None, **kw)
+                           target_demand=lambda: target)
     t = threading.Thread(target=sched.run, daemon=True)
     t.start()
     return sched, t, started, release, lock
@@ -81,21 +81,8 @@ def test_ready_experiments_start_at_once_and_dependents_after_their_search():
 
 
 def test_target_demand_limits_how_many_experiments_are_queued():
-    nodes = [n for n in build_graph(load_spec("table1_cifar10"))][:6]  # 6 x 5 trials, no deps
-    started, release = [], {n.name: threading.Event() for n in nodes}
-    cond = threading.Condition()
-
-    def run_node(node):
-        with cond:
-            started.append(node.name)
-            cond.notify_all()
-        release[node.name].wait(timeout=60)
-
-    sched = StudyScheduler(nodes, run_node, done=lambda n: False, stop=threading.Event(),
-                           demand=lambda running: sum(n.trials for n in running),
-                           target_demand=lambda: 10)
-    t = threading.Thread(target=sched.run, daemon=True)
-    t.start()
+    nodes = build_graph(load_spec("table1_cifar10"))[:6]  # 6 x 5 trials, no deps
+    sched, t, started, release, cond = _run_scheduler(nodes, target=10)
     with cond:
         assert cond.wait_for(lambda: len(started) == 2, timeout=60)
     assert len(started) == 2  # 2 x 5 queued trials reach the target of 10
