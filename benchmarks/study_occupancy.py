@@ -14,7 +14,6 @@ end times (Tune's ``timestamp`` of the first and last result, less the first ite
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import tempfile
@@ -27,9 +26,11 @@ NOISE = ["sym:0.8", "asym:0.4", "sym:0.4"]
 
 def trial_spans(study_dir: str) -> List[Tuple[float, float]]:
     """(start, end) wall-clock times of every trial of a study folder."""
+    from study.trials import read_study_trials
+
     spans = []
-    for path in glob.glob(os.path.join(study_dir, "*", "*", "result.json")):
-        lines = [json.loads(x) for x in open(path) if x.strip()]
+    for rec in (r for recs in read_study_trials(study_dir).values() for r in recs):
+        lines = [json.loads(x) for x in open(os.path.join(rec.path, "result.json")) if x.strip()]
         if lines:
             spans.append((lines[0]["timestamp"] - lines[0].get("time_this_iter_s", 0.0),
                           lines[-1]["timestamp"]))

@@ -6,7 +6,12 @@ imports nothing from Ray: the Tune trainables in ``trainables/`` wrap it.
 from .config import TrainConfig
 from .errors import LCIError
 
-__version__ = "0.1.0"
+try:  # the version lives in pyproject.toml only
+    from importlib.metadata import PackageNotFoundError, version as _version
+
+    __version__ = _version("lci-study")
+except PackageNotFoundError:  # a source tree that was not installed
+    __version__ = "unknown"
 
 
 def fit(config, out_dir=None, **kwargs):

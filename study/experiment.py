@@ -1,33 +1,39 @@
-"""One Tune experiment of a study: build its ``Tuner``, or restore it, run it, read it back.
+"""One experiment of a study: what its trials are, and how they are searched.
 
-An :class:`Experiment` knows its node of the graph (:mod:`study.graph`), the trainable and the
-study-wide settings (:class:`ExperimentContext`). It does not know about other experiments:
-the scheduler decides when it runs, the state store records what it found.
+An :class:`Experiment` knows its node of the graph (:mod:`study.graph`) and the study-wide
+settings (:class:`ExperimentContext`): the configs of its trials, its searcher and its ASHA.
+It does not know about other experiments: the study's one Tune run schedules it
+(:mod:`study.multiplex`), the state store records what it found.
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List
+from typing import Any, Dict, List, Optional
 
 from lci.config import TrainConfig
 from lci.errors import LCIError
 
-from . import storage, tune_compat
+from . import storage
 from .graph import ExperimentNode
-from .progress import TrialEvents
 from .spec import StudySpec, set_path, with_params
-from .trials import FAILED, FINISHED, TrialRecord, read_trials
-
-logger = logging.getLogger(__name__)
+from .trials import EXPERIMENT_KEY, FAILED, FINISHED, TrialRecord, trial_folder_name
 
 
 class StudyInterrupted(LCIError):
     """The study stopped before its trials finished (Ctrl-C, SIGTERM); ``--resume`` continues it."""
 
 
+LABEL = EXPERIMENT_KEY  # the config key naming a trial's experiment (study.multiplex)
+
+
 def trial_dirname(trial) -> str:
-    """Short trial folder names (the default embeds every parameter and breaks long paths)."""
+    """``<experiment>-<trial id>`` in the study folder: sorted by experiment, and short (Tune's
+    default embeds every parameter and breaks long paths)."""
+    name = (trial.config or {}).get(LABEL)
+    return trial_folder_name(name, trial.trial_id) if name else trial.trial_id
+
+
+def trial_name(trial) -> str:
     return trial.trial_id
 
 
@@ -35,11 +41,7 @@ def trial_dirname(trial) -> str:
 class ExperimentContext:
     """What every experiment of one study run shares."""
     spec: StudySpec
-    trainable: Any
-    optuna_storage: Any               # an Optuna storage object, or None (in memory)
-    key: str                          # the study's key for the gate and the progress view
-    # extra Tune callbacks (tracking), made anew for each Tuner: a callback keeps per-run state
-    callbacks: Callable[[], List[Any]] = lambda: []
+    optuna_storage: Any = None        # an Optuna storage object, or None (in memory)
 
     @property
     def threads(self) -> int:
@@ -53,7 +55,8 @@ class Experiment:
 
     # ------------------------------------------------------------------------- configs
     def labels(self) -> Dict[str, Any]:
-        return {"cell": self.node.cell.id, "phase": self.node.phase, "study": self.ctx.spec.name}
+        return {"cell": self.node.cell.id, "phase": self.node.phase, "study": self.ctx.spec.name,
+                LABEL: self.node.name}
 
     def base_config(self, params: Dict[str, Any]) -> Dict[str, Any]:
         cfg = with_params(self.ctx.spec.phase_config(self.node.cell, self.node.phase), params)
@@ -77,55 +80,37 @@ class Experiment:
                 out.append(c)
         return out
 
-    # --------------------------------------------------------------------------- tuner
-    def _tuner(self, params: Dict[str, Any]):
-        from ray import tune
-
+    # ------------------------------------------------------------------ what Tune runs
+    def searcher(self, params: Dict[str, Any]):
+        """This experiment's sub-searcher (see :mod:`study.multiplex`) and the config its
+        suggestions complete (the cell's phase config with ``params`` set, and the labels)."""
         from .searcher import ConfigListSearcher, make_searcher
 
         spec, node = self.ctx.spec, self.node
         base = self.base_config(params)
-        scheduler, metric, mode = None, spec.evaluation.metric, "max"
         if node.phase == "search":
             search = spec.search
-            metric, mode = search.metric, search.mode
-            epochs = self.epochs(base)
-            searcher = make_searcher(node.cell.search_params, metric=metric, mode=mode,
-                                     seed=search.seed, n_startup_trials=search.startup_trials,
-                                     epochs=epochs, study_name=node.cell.id,
-                                     storage=self.ctx.optuna_storage, gate_key=self.ctx.key)
-            if spec.scheduler is not None:
-                # ASHA stops weak trials at its rungs; TruncationAwareOptunaSearch tells Optuna
-                # they were PRUNED. Search phase only: evaluations and sweeps run to the end.
-                from ray.tune.schedulers import ASHAScheduler
+            return make_searcher(node.cell.search_params, metric=search.metric,
+                                 mode=search.mode, seed=search.seed,
+                                 n_startup_trials=search.startup_trials,
+                                 epochs=self.epochs(base), study_name=node.cell.id,
+                                 storage=self.ctx.optuna_storage), base
+        metric = spec.sweep.metric if node.phase == "sweep" else spec.evaluation.metric
+        return ConfigListSearcher(self.trial_configs(), metric=metric, mode="max"), base
 
-                scheduler = ASHAScheduler(time_attr="epoch",
-                                          max_t=spec.scheduler.max_t or epochs,
-                                          grace_period=spec.scheduler.grace_period,
-                                          reduction_factor=spec.scheduler.reduction_factor)
-        else:
-            if node.phase == "sweep":
-                metric = spec.sweep.metric
-            searcher = ConfigListSearcher(self.trial_configs(), metric=metric, mode=mode,
-                                          gate_key=self.ctx.key)
-        return tune.Tuner(
-            self.ctx.trainable,
-            param_space=base,
-            tune_config=tune.TuneConfig(
-                metric=metric, mode=mode, search_alg=searcher, scheduler=scheduler,
-                num_samples=node.trials,
-                max_concurrent_trials=node.cap,
-                # a worker process that runs several trials keeps its memoized data sets
-                reuse_actors=True, trial_dirname_creator=trial_dirname,
-                trial_name_creator=trial_dirname),
-            run_config=tune.RunConfig(
-                name=node.name, storage_path=spec.study_dir, verbose=0,
-                failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.keep_checkpoints),
-                callbacks=[tune_compat.StartedCallback(), TrialEvents(self.ctx.key, node.name),
-                           *self.ctx.callbacks()]))
+    def asha(self) -> Optional[Dict[str, Any]]:
+        """ASHAScheduler arguments for a search when the spec has a scheduler, else None.
+        ASHA stops weak trials at its rungs and TruncationAwareOptunaSearch tells Optuna they
+        were PRUNED. Search phase only: evaluations and sweeps run to the end."""
+        spec = self.ctx.spec
+        if self.node.phase != "search" or spec.scheduler is None:
+            return None
+        return {"metric": spec.search.metric, "mode": spec.search.mode, "time_attr": "epoch",
+                "max_t": spec.scheduler.max_t or self.epochs(self.base_config({})),
+                "grace_period": spec.scheduler.grace_period,
+                "reduction_factor": spec.scheduler.reduction_factor}
 
-    def _fresh_start(self) -> None:
+    def fresh_start(self) -> None:
         """A search that starts over also starts its Optuna study over."""
         if self.node.phase == "search" and self.ctx.optuna_storage is not None:
             import optuna
@@ -135,50 +120,7 @@ class Experiment:
             except KeyError:
                 pass
 
-    # ----------------------------------------------------------------------------- run
-    def run(self, params: Dict[str, Any], echo: Callable[[str], None]) -> List[TrialRecord]:
-        """Run, or resume, this experiment to its end; returns its trial records. Raises
-        :class:`StudyInterrupted` when it was stopped before every trial ended."""
-        from ray import tune
-
-        lock = tune_compat.startup_lock()
-        lock.acquire()
-        try:
-            if storage.exists(self.path) and tune.Tuner.can_restore(self.path):
-                echo(f"{self.node.name}: resuming")
-                tuner = tune.Tuner.restore(self.path, self.ctx.trainable,
-                                           resume_unfinished=True, resume_errored=True)
-            else:
-                if storage.exists(self.path):  # started, but died before Tune saved any state
-                    storage.remove_tree(self.path)
-                self._fresh_start()
-                tuner = self._tuner(params)
-            tuner.fit()
-        finally:
-            tune_compat.release_startup()  # if fit failed before Tune's setup released it
-        ended = _ended_trials(self.path)
-        if tune_compat.STOP.is_set() and ended < self.node.trials:
-            raise StudyInterrupted(f"{self.node.name}: {ended} of {self.node.trials} trials ended")
-        return read_trials(self.path)
-
     def outcome(self, records: List[TrialRecord]) -> Dict[str, int]:
         statuses = [r.status() for r in records]
         return {"trials": len(records), "finished": statuses.count(FINISHED),
                 "failed": statuses.count(FAILED)}
-
-
-def _ended_trials(path: str) -> int:
-    """Trials TERMINATED or ERROR in the experiment state Tune saved last. (An interrupted
-    ``fit()`` reports its stopped trials as terminated in the ResultGrid, but saves them as
-    PENDING, which is what ``Tuner.restore`` resumes. A trial ASHA stopped is TERMINATED.)"""
-    from ray import tune
-
-    quiet = logging.getLogger("ray.tune.analysis.experiment_analysis")
-    level = quiet.level
-    quiet.setLevel(logging.CRITICAL)  # trials without results yet are expected here
-    try:
-        trials = tune.ExperimentAnalysis(path).trials
-    finally:
-        quiet.setLevel(level)
-    return sum(t.status in ("TERMINATED", "ERROR") for t in trials)
-

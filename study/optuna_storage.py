@@ -9,21 +9,20 @@
 - a database URL (``postgresql://...``, ``mysql://...``, ``sqlite:///...``): that database;
 - a remote study folder (``s3://...``): no Optuna storage during the run (each searcher keeps
   its study in memory, inside the searcher state that Tune saves and ``--resume`` restores);
-  :func:`export_study_searches` copies every finished search into ``<study>/optuna.db``
+  :func:`export_searches` copies every finished search into ``<study>/optuna.db``
   afterwards, so the dashboard and the importance plots work there too.
 
 The runner calls :func:`resolve_optuna_storage` once per study, :func:`needs_export` to know
-whether searches must be exported, and :func:`export_study_searches` after each search (or
+whether searches must be exported, and :func:`export_searches` after each search (or
 once at the end: the export rebuilds the whole file, so calling it again is harmless).
 """
 from __future__ import annotations
 
 import logging
 import os
-import pickle
 import shutil
 import tempfile
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+from typing import Any, Iterable, List, Mapping, Optional, Tuple, Union
 
 from lci.errors import LCIError
 
@@ -139,46 +138,6 @@ def needs_export(setting: str, study_dir: str) -> bool:
 
 
 # ---------------------------------------------------------------------------------- export
-def _study_from_searcher_state(obj: Any):
-    """The optuna.Study inside an unpickled searcher state (OptunaSearch saves its __dict__;
-    a ConcurrencyLimiter saves its own, with the OptunaSearch under 'searcher')."""
-    state = obj if isinstance(obj, dict) else getattr(obj, "__dict__", {})
-    if state.get("_ot_study") is not None:
-        return state["_ot_study"]
-    inner = state.get("searcher")
-    return _study_from_searcher_state(inner) if inner is not None else None
-
-
-def searcher_study(experiment_path: str):
-    """The Optuna study that a finished (or interrupted) search left in its Tune experiment
-    folder (local or URI): the newest ``searcher-state-*.pkl`` that Tune saved there, which
-    it also writes when an experiment ends. None when there is none."""
-    if fsutil.is_uri(experiment_path):
-        import pyarrow.fs
-
-        fs, p = pyarrow.fs.FileSystem.from_uri(experiment_path)
-        try:
-            infos = fs.get_file_info(pyarrow.fs.FileSelector(p, recursive=False))
-        except (FileNotFoundError, OSError):
-            return None
-        names = sorted(i.path for i in infos if i.base_name.startswith("searcher-state-")
-                       and i.base_name.endswith(".pkl"))
-        if not names:
-            return None
-        with fs.open_input_stream(names[-1]) as fh:
-            obj = pickle.loads(fh.read())
-    else:
-        if not os.path.isdir(experiment_path):
-            return None
-        names = sorted(n for n in os.listdir(experiment_path)
-                       if n.startswith("searcher-state-") and n.endswith(".pkl"))
-        if not names:
-            return None
-        with open(os.path.join(experiment_path, names[-1]), "rb") as fh:
-            obj = pickle.load(fh)
-    return _study_from_searcher_state(obj)
-
-
 StorageLike = Union[str, Any]
 
 
@@ -228,18 +187,3 @@ def export_searches(study_names: Iterable[str],
         return out
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
-
-
-def export_study_searches(study_dir: str, experiments: Mapping[str, str]) -> Optional[str]:
-    """Copy the searches of a study into ``<study_dir>/optuna.db``. ``experiments``: Optuna
-    study name (the cell id) -> name of the Tune experiment of its search (its folder under
-    ``study_dir``). Reads each search's saved searcher state, so it works after ``--resume``
-    and on a new head node too."""
-    studies: Dict[str, Any] = {}
-    for study_name, experiment in experiments.items():
-        st = searcher_study(fsutil.join(study_dir, experiment))
-        if st is not None:
-            studies[study_name] = st._storage
-    if not studies:
-        return None
-    return export_searches(list(studies), studies, study_dir)

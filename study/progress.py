@@ -3,10 +3,10 @@
 Several experiments run at once, so per-experiment bars would interleave. The study has one
 :class:`StudyProgress`: on a terminal a single tqdm bar (trials done / total, running now,
 failures, ETA), elsewhere (CI logs, ``ray job`` logs) one line per finished trial; plus one
-line when an experiment finishes or a trial fails. Each experiment's Tuner gets a
-:class:`TrialEvents` callback that forwards its trials' events to the study's view, found by
-key (Tune pickles callbacks into the experiment folder, and a restored experiment must reach
-the live view of the new driver).
+line when an experiment finishes or a trial fails. The study's Tuner gets a
+:class:`TrialEvents` callback that forwards trial events to the view, found by key (the study
+folder: Tune pickles callbacks into it, and a restored run must reach the live view of the
+new driver).
 """
 from __future__ import annotations
 
@@ -122,24 +122,28 @@ def failure_reason(trial: Any) -> str:
 
 
 class TrialEvents(tune.Callback):
-    """Forwards one experiment's trial events to the study's :class:`StudyProgress`."""
+    """Forwards the study's trial events to its :class:`StudyProgress`, each under the
+    experiment named in the trial's config."""
 
-    def __init__(self, view_key: str, experiment: str):
-        self.view_key, self.experiment = view_key, experiment
+    def __init__(self, view_key: str, label_key: str = "experiment"):
+        self.view_key, self.label_key = view_key, label_key
+
+    def _experiment(self, trial: Any) -> str:
+        return str((trial.config or {}).get(self.label_key, "?"))
 
     def on_trial_start(self, iteration: int, trials: List[Any], trial: Any, **info) -> None:
         v = view(self.view_key)
         if v is not None:
-            v.trial_started(self.experiment, trial.trial_id)
+            v.trial_started(self._experiment(trial), trial.trial_id)
 
     def on_trial_complete(self, iteration: int, trials: List[Any], trial: Any, **info) -> None:
         v = view(self.view_key)
         if v is not None:
             failed = FAILED_KEY in (trial.last_result or {})
-            v.trial_ended(self.experiment, trial, failed, failure_reason(trial) if failed else "")
+            v.trial_ended(self._experiment(trial), trial, failed, failure_reason(trial) if failed else "")
 
     def on_trial_error(self, iteration: int, trials: List[Any], trial: Any, **info) -> None:
         v = view(self.view_key)
         if v is not None:
-            v.trial_ended(self.experiment, trial, True, failure_reason(trial))
+            v.trial_ended(self._experiment(trial), trial, True, failure_reason(trial))
 

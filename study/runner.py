@@ -12,22 +12,21 @@ import logging
 import os
 import signal
 import threading
-import uuid
 from typing import Any, Callable, Dict, List, Optional
 
 from lci.errors import LCIError
 
 from . import storage, tune_compat
-from .concurrency import drop_gate, set_gate
-from .experiment import Experiment, ExperimentContext, StudyInterrupted, trial_dirname  # noqa: F401
-from .graph import ExperimentNode, build_graph
+from .experiment import (LABEL, Experiment, ExperimentContext, StudyInterrupted,  # noqa: F401
+                         trial_dirname, trial_name)
+from .graph import ExperimentNode, build_graph, study_width
 from .lock import StudyLock
-from .progress import StudyProgress
+from .multiplex import Plan, StudySearcher, StudyTrialScheduler, register_hooks
+from .progress import StudyProgress, TrialEvents
 from .results import Summary, best_trial, get_path, mean_std
-from .scheduler import StudyScheduler
 from .spec import StudySpec
 from .state import StudyState
-from .trials import FAILED, read_trials
+from .trials import FAILED, INCOMPLETE, TRIALS_DIR, read_study_trials
 
 logger = logging.getLogger(__name__)
 
@@ -140,17 +139,24 @@ class StudyRunner:
         self.max_concurrent = max_concurrent or spec.max_concurrent
         self.echo = echo
         self.dir = spec.study_dir
+        self.tune_dir = storage.join(self.dir, TRIALS_DIR)  # the study's one Tune run
         self.state = StudyState(self.dir)
         self.nodes = build_graph(spec)
-        self.key = f"{self.dir}#{uuid.uuid4().hex[:8]}"
+        self.key = self.dir  # one driver per study folder (study.lock)
         self.slots: Optional[int] = None
         self._progress: Optional[StudyProgress] = None
-        self._export_lock = threading.Lock()
+        self.experiments: Dict[str, Experiment] = {}
+        self.searcher: Optional[StudySearcher] = None  # the live one, once Tune runs it
 
     # --------------------------------------------------------------------------- setup
     def check(self) -> None:
         """Everything that can refuse the study without writing anything."""
         self.state.check(self.spec.to_json(), self.resume)
+        if self.resume and not storage.exists(storage.join(self.tune_dir, "tuner.pkl")) and any(
+                storage.exists(storage.join(self.dir, n.name, "tuner.pkl")) for n in self.nodes):
+            raise LCIError(f"{self.dir} was started by lci-study 0.2 or earlier (one Tune run per "
+                           "experiment) and cannot be resumed by this version; finish it with "
+                           "0.2, or start it again under another name or --storage")
         for w in check_datasets(self.spec, named_sets_here=not self.address):
             self.echo(f"warning: {w}")
         if not storage.is_uri(self.dir):
@@ -174,18 +180,11 @@ class StudyRunner:
         self.state.open(self.spec.to_json())
 
     def context(self) -> ExperimentContext:
-        from trainables import make_trainable
-
         from .searcher import optuna_storage
-
-        from .tracking import tracking_callbacks
 
         spec = self.spec
         opt = optuna_storage(spec.optuna_storage, self.dir) if spec.search else None
-        return ExperimentContext(
-            spec=spec, trainable=make_trainable(cpu=spec.cpu, gpu=spec.gpu), optuna_storage=opt,
-            key=self.key,
-            callbacks=lambda: tracking_callbacks(spec.tracking, spec.name, self.dir))
+        return ExperimentContext(spec=spec, optuna_storage=opt)
 
     # ------------------------------------------------------------------------------ run
     def run(self) -> Summary:
@@ -195,6 +194,7 @@ class StudyRunner:
                   f"{counts['total']} trials (search {counts['search']}, evaluation "
                   f"{counts['evaluation']}, sweep {counts['sweep']}) -> {self.dir}")
         ctx = self.context()
+        self.experiments = {n.name: Experiment(n, ctx) for n in self.nodes}
         if spec.search:
             from .optuna_storage import dashboard_command
 
@@ -207,45 +207,95 @@ class StudyRunner:
                 done_before += n.trials
                 self.echo(f"{n.name}: finished earlier, skipped")
         self._progress = StudyProgress(self.key, counts["total"], done_before, echo=self.echo)
-        set_gate(self.key, self.max_concurrent)
         stop = tune_compat.install_stop_event()
-        sched = StudyScheduler(self.nodes, lambda n: self._run_node(n, ctx),
-                               done=lambda n: self.state.experiment_done(n.name), stop=stop,
-                               demand=self._demand, target_demand=self._target_demand,
-                               max_running=self.max_experiments)
+        register_hooks(self.dir, self)
         try:
-            sched.run()
-        except StudyInterrupted:
-            raise StudyInterrupted(
-                f"study {spec.name} stopped; its finished trials are kept. Continue with "
-                f"`lci sweep {spec.source or spec.name} --storage {spec.storage} --resume`"
-            ) from None
+            self._tuner().fit()
         finally:
+            register_hooks(self.dir, None)
             self._progress.close()
-            drop_gate(self.key)
-        if stop.is_set():  # a signal arrived as the last experiment ended
-            raise StudyInterrupted(f"study {spec.name} stopped; continue with --resume")
+        if not all(self.state.experiment_ended(n.name) for n in self.nodes):
+            if stop.is_set():
+                raise StudyInterrupted(
+                    f"study {spec.name} stopped; its finished trials are kept. Continue with "
+                    f"`lci sweep {spec.source or spec.name} --storage {spec.storage} --resume`")
+            raise LCIError(f"study {spec.name}: Ray Tune returned before every trial ended; "
+                           "continue with --resume")
         self._export_searches()
         summary = self.summary()
         self.state.write_summary(summary.to_json())
         return summary
 
-    def _demand(self, running: List[ExperimentNode]) -> int:
-        """Trials of the running experiments that have not ended yet."""
-        p = self._progress
-        ended = p.ended_by_experiment() if p is not None else {}
-        return sum(max(0, n.trials - ended.get(n.name, 0)) for n in running)
+    def _tuner(self):
+        """The study's one Tune run (:mod:`study.multiplex`): restored from the study folder
+        when Tune saved its state there, else new."""
+        from ray import tune
 
-    def _target_demand(self) -> Optional[int]:
-        slots = self.slots
-        if self.max_concurrent:
-            slots = min(slots, self.max_concurrent) if slots else self.max_concurrent
-        return None if not slots else 2 * slots
+        from trainables import make_trainable
 
-    def _run_node(self, node: ExperimentNode, ctx: ExperimentContext) -> None:
-        exp = Experiment(node, ctx)
-        params = {} if node.phase == "search" else self.chosen_params(node.cell)
-        records = exp.run(params, self._progress.experiment_line)
+        from .tracking import tracking_callbacks
+
+        spec = self.spec
+        trainable = make_trainable(cpu=spec.cpu, gpu=spec.gpu)
+        os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(self.pending_trials()))
+        if tune.Tuner.can_restore(self.tune_dir):
+            trials = read_study_trials(self.dir)
+            for n in self.nodes:
+                recs = trials.get(n.name, [])
+                if recs and not self.state.experiment_ended(n.name):
+                    done = sum(r.status() != INCOMPLETE for r in recs)
+                    self.echo(f"{n.name}: resuming ({done} of {n.trials} trials ended; "
+                              "interrupted ones continue from their checkpoints)")
+            return tune.Tuner.restore(self.tune_dir, trainable, resume_unfinished=True,
+                                      resume_errored=True)
+        # trial folders of a driver that died before Tune saved its state
+        for recs in read_study_trials(self.dir).values():
+            for r in recs:
+                storage.remove_tree(r.path)
+        for e in self.experiments.values():
+            e.fresh_start()
+        plans = [Plan(n.name, n.phase, n.trials, n.needs, n.cap) for n in self.nodes]
+        searcher = StudySearcher(self.dir, plans, max_concurrent=self.max_concurrent,
+                                 max_active=self.max_experiments, label_key=LABEL)
+        asha = {name: a for name, e in self.experiments.items() if (a := e.asha())}
+        return tune.Tuner(
+            trainable, param_space={},
+            tune_config=tune.TuneConfig(
+                search_alg=searcher, scheduler=StudyTrialScheduler(asha, label_key=LABEL),
+                num_samples=sum(n.trials for n in self.nodes),
+                # a slot's worker process goes on to the next trial, of any cell: no new
+                # process (torch and Tune imports) per trial, and data sets stay memoized
+                reuse_actors=True, trial_dirname_creator=trial_dirname,
+                trial_name_creator=trial_name),
+            run_config=tune.RunConfig(
+                name=TRIALS_DIR, storage_path=self.dir, verbose=0,
+                failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.keep_checkpoints),
+                callbacks=[TrialEvents(self.key),
+                           *tracking_callbacks(spec.tracking, spec.name, self.dir)]))
+
+    def pending_trials(self) -> int:
+        """Trials Tune keeps queued for resources (and starting at once): every slot's worth,
+        so all slots start together and a slot never waits for the searcher; more where an
+        autoscaler should see the demand. Bounded by the study's width."""
+        width = study_width(self.nodes, self.max_concurrent)
+        want = max(1, self.slots or 1)
+        if self.address and _autoscaling():
+            want = max(want, 32)
+        return max(1, min(width, want))
+
+    # ------------------------------------------------------- what the study's searcher asks
+    def attach(self, searcher: StudySearcher) -> None:
+        self.searcher = searcher
+
+    def sub_searcher(self, name: str):
+        exp = self.experiments[name]
+        params = {} if exp.node.phase == "search" else self.chosen_params(exp.node.cell)
+        return exp.searcher(params)
+
+    def experiment_ended(self, name: str, records) -> None:
+        exp = self.experiments[name]
+        node = exp.node
         out = exp.outcome(records)
         if node.phase == "search":
             self._record_best(node, exp, records)
@@ -260,15 +310,17 @@ class StudyRunner:
     def _export_searches(self) -> None:
         """A study folder on S3 keeps its Optuna studies only in Tune's searcher state: copy
         every finished search into an ``optuna.db`` there (dashboard, importances)."""
-        from .optuna_storage import export_study_searches, needs_export
+        from .optuna_storage import export_searches, needs_export
 
         if not self.spec.search or not needs_export(self.spec.optuna_storage, self.dir):
             return
-        with self._export_lock:
-            done = {n.cell.id: n.name for n in self.nodes
-                    if n.phase == "search" and self.state.experiment_done(n.name)}
-            if done:
-                export_study_searches(self.dir, done)
+        subs = self.searcher.searches() if self.searcher is not None else {}
+        done = {self.experiments[name].node.cell.id: sub._ot_study._storage
+                for name, sub in subs.items()
+                if self.experiments[name].node.phase == "search"
+                and self.state.experiment_ended(name)}
+        if done:
+            export_searches(list(done), done, self.dir)
 
     def _record_best(self, node: ExperimentNode, exp: Experiment, records) -> None:
         search = self.spec.search
@@ -302,8 +354,9 @@ class StudyRunner:
         spec = self.spec
         metric = spec.evaluation.metric
         s = Summary(self.dir, metric)
+        trials = read_study_trials(self.dir)
         for node in self.nodes:
-            recs = read_trials(storage.join(self.dir, node.name))
+            recs = trials.get(node.name, [])
             failed = [r for r in recs if r.status() == FAILED]
             s.errors += len(failed)
             done = [r for r in recs if r.finished()]

@@ -14,7 +14,6 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from .concurrency import gate
 from .spec import Param
 from .trials import FAILED_KEY
 
@@ -53,15 +52,9 @@ class TruncationAwareOptunaSearch(OptunaSearch):
     trial pruned by an Optuna pruner. Errored trials stay FAIL.
     """
 
-    def __init__(self, *args, epochs: int, gate_key: Optional[str] = None, **kwargs):
+    def __init__(self, *args, epochs: int, **kwargs):
         super().__init__(*args, **kwargs)
         self.epochs = int(epochs)
-        self.gate_key = gate_key  # the study-wide cap (study.concurrency); a key, not the gate
-
-    def suggest(self, trial_id: str) -> Optional[Dict]:
-        if trial_id not in self._ot_trials and not gate(self.gate_key).acquire(trial_id):
-            return None  # the study runs max_concurrent trials already: Tune asks again later
-        return super().suggest(trial_id)
 
     def on_trial_result(self, trial_id: str, result: Dict) -> None:
         if trial_id not in self._ot_trials:  # e.g. a trial restored without searcher state
@@ -72,7 +65,6 @@ class TruncationAwareOptunaSearch(OptunaSearch):
 
     def on_trial_complete(self, trial_id: str, result: Optional[Dict] = None,
                           error: bool = False) -> None:
-        gate(self.gate_key).release(trial_id)
         if trial_id not in self._ot_trials:  # not asked by this searcher (see above)
             return
         if trial_id in self._completed_trials:
@@ -101,12 +93,9 @@ class TruncationAwareOptunaSearch(OptunaSearch):
         """Restore, then repair what a crashed driver can leave behind: Optuna trials still
         RUNNING in the storage that this searcher never recorded (asked for after Tune's last
         snapshot of the searcher) would stay RUNNING forever; they are marked FAIL. The
-        unfinished trials it did record are resumed by Tune and hold a slot of the cap."""
+        unfinished trials it did record are resumed by Tune."""
         super().restore(checkpoint_path)
         self.repair_orphans()
-        for tid in self._ot_trials:
-            if tid not in self._completed_trials:
-                gate(getattr(self, "gate_key", None)).hold(tid)
 
     def repair_orphans(self) -> int:
         known = {t._trial_id for t in self._ot_trials.values()}
@@ -123,48 +112,34 @@ class TruncationAwareOptunaSearch(OptunaSearch):
 
 class ConfigListSearcher(Searcher):
     """The trials of an evaluation or a sweep: a fixed list of configs (seeds x values), each
-    suggested once, in order, through the study-wide gate (see :mod:`study.concurrency`).
-    A grid in ``param_space`` would do the same without the gate."""
+    suggested once, in order."""
 
-    def __init__(self, configs: List[Dict[str, Any]], *, metric: str, mode: str = "max",
-                 gate_key: Optional[str] = None):
+    def __init__(self, configs: List[Dict[str, Any]], *, metric: str, mode: str = "max"):
         super().__init__(metric=metric, mode=mode)
         self.configs = list(configs)
         self.next = 0
-        self.gate_key = gate_key
-        self.live: List[str] = []
 
     def suggest(self, trial_id: str) -> Optional[Dict]:
         if self.next >= len(self.configs):
             return Searcher.FINISHED
-        if not gate(self.gate_key).acquire(trial_id):
-            return None
         self.next += 1
-        self.live.append(trial_id)
         return dict(self.configs[self.next - 1])
 
     def on_trial_complete(self, trial_id: str, result: Optional[Dict] = None,
                           error: bool = False) -> None:
-        gate(self.gate_key).release(trial_id)
-        if trial_id in self.live:
-            self.live.remove(trial_id)
+        pass
 
     def save(self, checkpoint_path: str) -> None:
         import pickle
 
         with open(checkpoint_path, "wb") as fh:
-            pickle.dump({"configs": self.configs, "next": self.next, "live": self.live,
-                         "gate_key": self.gate_key}, fh)
+            pickle.dump(self.__dict__.copy(), fh)
 
     def restore(self, checkpoint_path: str) -> None:
         import pickle
 
         with open(checkpoint_path, "rb") as fh:
-            state = pickle.load(fh)
-        self.configs, self.next = state["configs"], state["next"]
-        self.live, self.gate_key = state["live"], state["gate_key"]
-        for tid in self.live:  # resumed by Tune: they run, so they count
-            gate(self.gate_key).hold(tid)
+            self.__dict__.update(pickle.load(fh))
 
 
 def make_sampler(seed: int, n_startup_trials: int) -> "optuna.samplers.TPESampler":
@@ -180,13 +155,12 @@ def make_sampler(seed: int, n_startup_trials: int) -> "optuna.samplers.TPESample
 
 def make_searcher(params: Sequence[Param], *, metric: str, mode: str, seed: int,
                   n_startup_trials: int, epochs: int, study_name: str,
-                  storage: Optional["optuna.storages.BaseStorage"],
-                  gate_key: Optional[str] = None) -> TruncationAwareOptunaSearch:
+                  storage: Optional["optuna.storages.BaseStorage"]) -> TruncationAwareOptunaSearch:
     """A seeded-TPE searcher for one cell; ``storage`` None keeps the study in memory."""
     return TruncationAwareOptunaSearch(
         space=SearchSpace(params), metric=metric, mode=mode,
         sampler=make_sampler(seed, n_startup_trials), study_name=study_name,
-        storage=storage, epochs=epochs, gate_key=gate_key)
+        storage=storage, epochs=epochs)
 
 
 # The Optuna storage of a study (SQLite, a journal file on NFS/EFS, a database URL, or in

@@ -12,8 +12,7 @@
   ``sweep_<param>__<cell>``), each with one folder per trial (Tune's ``params.json`` and
   ``result.json``, the checkpoints, and ``run/``: the lci run's own files).
 
-Experiments run in threads of one driver (:mod:`study.scheduler`), so every change of the state
-goes through one lock and is written at once.
+Every change of the state goes through one lock and is written at once.
 """
 from __future__ import annotations
 
@@ -82,6 +81,10 @@ class StudyState:
     # ------------------------------------------------------------------------------ queries
     def experiment_done(self, name: str) -> bool:
         return (self.data["experiments"].get(name) or {}).get("status") == "done"
+
+    def experiment_ended(self, name: str) -> bool:
+        """Every trial of the experiment ended (finished, failed or stopped)."""
+        return name in self.data["experiments"]
 
     def set_experiment(self, name: str, **info: Any) -> None:
         with self._lock:

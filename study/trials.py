@@ -1,8 +1,9 @@
 """The one reader of Tune trial folders, and the one definition of a trial's outcome.
 
 ``study/`` (best trial of a search, the end-of-study summary, resume) and ``analysis/`` (tidy
-frames, tables, counts of missing seeds) both read trials through :func:`read_trials`, so a
-trial is counted the same way everywhere:
+frames, tables, counts of missing seeds) both read trials through :func:`read_trial`, so a
+trial is counted the same way everywhere. A study's trial folders are
+``<study>/trials/<experiment>-<trial id>`` (:func:`read_study_trials` groups them):
 
 - **finished**: its last result reached the planned number of epochs. This holds even when
   the folder has an ``error.txt``: Tune leaves one behind after a failure it recovered from
@@ -112,14 +113,47 @@ def read_trial(path: str, name: Optional[str] = None) -> Optional[TrialRecord]:
                        error_text=storage.read_text(storage.join(path, ERROR_FILE)))
 
 
-def read_trials(exp_dir: str) -> List[TrialRecord]:
-    """Every trial folder of an experiment folder, in folder-name order."""
+def read_trials(folder: str) -> List[TrialRecord]:
+    """Every trial folder directly in ``folder``, in folder-name order."""
     out = []
-    for d in storage.listdir(exp_dir):
-        rec = read_trial(storage.join(exp_dir, d), d)
+    for d in storage.listdir(folder):
+        rec = read_trial(storage.join(folder, d), d)
         if rec is not None:
             out.append(rec)
     return out
+
+
+EXPERIMENT_KEY = "experiment"  # the config label naming a trial's experiment
+#: the study's Tune run inside the study folder: Tune's state files and every trial folder.
+#: (Not the study folder itself: a restored Tune run copies the top-level .json files of its
+#: folder and writes them back later, which would undo the study's own state file.)
+TRIALS_DIR = "trials"
+
+
+def trial_folder_name(experiment: str, trial_id: str) -> str:
+    """A trial's folder in ``<study>/trials/``: its experiment's name, then Tune's trial id."""
+    return f"{experiment}-{trial_id}"
+
+
+def read_study_trials(study_dir: str) -> Dict[str, List[TrialRecord]]:
+    """Every trial of a study folder, by experiment name (the ``experiment`` label of its
+    config): those in ``trials/``; studies written before lci-study 0.3 kept one folder per
+    experiment with the trials inside, and those are read too, under the folder's name."""
+    out: Dict[str, List[TrialRecord]] = {}
+    for d in storage.listdir(study_dir):
+        path = storage.join(study_dir, d)
+        rec = read_trial(path, d)
+        if rec is not None:
+            out.setdefault(str(rec.config.get(EXPERIMENT_KEY) or d), []).append(rec)
+        else:
+            for r in read_trials(path):  # the older layout
+                out.setdefault(str(r.config.get(EXPERIMENT_KEY) or d), []).append(r)
+    return out
+
+
+def experiment_trials(study_dir: str, experiment: str) -> List[TrialRecord]:
+    """The trials of one experiment of a study folder."""
+    return read_study_trials(study_dir).get(experiment, [])
 
 
 def count(records: List[TrialRecord], status: str, epochs: Optional[int] = None) -> int:

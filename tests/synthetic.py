@@ -110,7 +110,7 @@ def write_tune_trial(exp_dir: Path, name: str, params: Mapping[str, Any],
         ck = d / f"checkpoint_{len(metrics) - 1:06d}"
         ck.mkdir(exist_ok=True)
         (ck / "checkpoint.pt").write_bytes(b"\0" * 16)
-        cfg = {k: v for k, v in params.items() if k not in ("cell", "phase", "study")}
+        cfg = {k: v for k, v in params.items() if k not in ("cell", "phase", "study", "experiment")}
         (ck / "config.json").write_text(json.dumps(cfg, indent=2))
         pd.DataFrame.from_records(list(metrics)).to_csv(ck / "history.csv", index=False)
         if label_issues_df is not None:

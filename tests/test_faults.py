@@ -97,16 +97,10 @@ def _driver(control, spec_path, storage, num_cpus, *extra, **kw):
 
 
 def _finished(study_dir, epochs):
-    from study.trials import read_trials
+    from study.trials import read_study_trials
 
-    out = {}
-    for exp in sorted(os.listdir(study_dir)):
-        p = os.path.join(study_dir, exp)
-        if os.path.isdir(p):
-            for r in read_trials(p):
-                if r.finished(epochs):
-                    out[(exp, r.trial_id)] = r
-    return out
+    return {(exp, r.trial_id): r for exp, recs in read_study_trials(study_dir).items()
+            for r in recs if r.finished(epochs)}
 
 
 def test_killed_driver_resumes_with_several_experiments_running(tmp_path):

@@ -15,21 +15,23 @@ class Tty(io.StringIO):
         return True
 
 
-def _trial(tid, seed, last):
-    return SimpleNamespace(trial_id=tid, config={"seed": seed}, last_result=last, local_path="")
+def _trial(tid, seed, last, experiment="a__eval"):
+    return SimpleNamespace(trial_id=tid, config={"seed": seed, "experiment": experiment},
+                           last_result=last, local_path="")
 
 
 def test_one_bar_on_a_terminal(monkeypatch):
     err = Tty()
     monkeypatch.setattr(sys, "stderr", err)
     p = StudyProgress("k-tty", total=4, done=1)
-    ev_a, ev_b = TrialEvents("k-tty", "a__eval"), TrialEvents("k-tty", "b__eval")
-    ev_a.on_trial_start(iteration=1, trials=[], trial=_trial("t1", 0, {}))
-    ev_b.on_trial_start(iteration=1, trials=[], trial=_trial("t2", 0, {}))
+    ev = TrialEvents("k-tty")
+    ev.on_trial_start(iteration=1, trials=[], trial=_trial("t1", 0, {}))
+    ev.on_trial_start(iteration=1, trials=[], trial=_trial("t2", 0, {}, "b__eval"))
     assert len(p.running) == 2
-    ev_a.on_trial_complete(iteration=2, trials=[], trial=_trial("t1", 0, {"epoch": 3}))
-    ev_b.on_trial_complete(iteration=2, trials=[],
-                           trial=_trial("t2", 0, {"epoch": 1, FAILED_KEY: "DivergenceError: x"}))
+    ev.on_trial_complete(iteration=2, trials=[], trial=_trial("t1", 0, {"epoch": 3}))
+    ev.on_trial_complete(iteration=2, trials=[],
+                         trial=_trial("t2", 0, {"epoch": 1, FAILED_KEY: "DivergenceError: x"},
+                                      "b__eval"))
     p.experiment_line("a__eval: done")
     assert p.done == 3 and p.failed == 1 and p.ended_by_experiment() == {"a__eval": 1,
                                                                          "b__eval": 1}
@@ -44,7 +46,7 @@ def test_lines_elsewhere(monkeypatch):
     monkeypatch.setattr(sys, "stderr", io.StringIO())
     lines = []
     p = StudyProgress("k-log", total=2, echo=lines.append)
-    TrialEvents("k-log", "c__eval").on_trial_complete(
-        iteration=1, trials=[], trial=_trial("t9", 4, {"epoch": 6}))
+    TrialEvents("k-log").on_trial_complete(
+        iteration=1, trials=[], trial=_trial("t9", 4, {"epoch": 6}, "c__eval"))
     p.close()
     assert lines == ["  [1/2] c__eval  t9  seed=4  epoch=6"]

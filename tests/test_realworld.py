@@ -441,7 +441,7 @@ def test_webvision_study_and_ensemble_of_trials(data_dir, tmp_path):
     p = subprocess.run([sys.executable, "-m", "lci_study", "sweep", str(path)],
                        capture_output=True, text=True, env=env, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
-    trials = sorted(glob.glob(str(tmp_path / "results" / "rw_tiny" / "gce_none__eval" / "*" /
+    trials = sorted(glob.glob(str(tmp_path / "results" / "rw_tiny" / "trials" / "gce_none__eval-*" /
                                   "checkpoint_*")))
     assert len(trials) == 2
     for t in trials:

@@ -179,7 +179,7 @@ def test_s3_style_study_leaves_every_search_in_optuna_db(ray_session, tmp_path):
 
     from study.runner import run_study
     from study.spec import load_spec
-    from study.trials import read_trials
+    from study.trials import experiment_trials
 
     spec = load_spec({"name": "s3study", "storage": f"file://{tmp_path}/res",
                       "fixed": {"dataset": "digits", "epochs": 1, "batch_size": 128,
@@ -196,7 +196,7 @@ def test_s3_style_study_leaves_every_search_in_optuna_db(ray_session, tmp_path):
     for cell in cells:
         trials = optuna.load_study(study_name=cell, storage=db).trials
         assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
-        tune_scores = sorted(r.last["val_acc"] for r in read_trials(str(folder / f"{cell}__search")))
+        tune_scores = sorted(r.last["val_acc"] for r in experiment_trials(str(folder), f"{cell}__search"))
         assert sorted(t.value for t in trials) == pytest.approx(tune_scores)
     summary = json.loads((folder / "summary.json").read_text())
     assert [c["cell"] for c in summary["cells"]] == [c.id for c in spec.cells]
@@ -389,27 +389,6 @@ def test_optuna_search_private_state_the_searcher_subclass_relies_on(tmp_path):
     r.restore(path)
     assert [t.state for t in r._ot_study.trials] == [TrialState.COMPLETE, TrialState.PRUNED]
     assert r.epochs == 3 and r._completed_trials == {"full", "cut"}
-
-
-def test_searcher_state_file_is_where_export_looks(tmp_path):
-    """export_study_searches reads Tune's searcher-state-*.pkl; Tune's Searcher names its
-    file from CKPT_FILE_TMPL and save_to_dir writes it (also when wrapped in a limiter)."""
-    from ray.tune.search import ConcurrencyLimiter, Searcher
-
-    from study.optuna_storage import searcher_study
-
-    assert Searcher.CKPT_FILE_TMPL == "searcher-state-{}.pkl"
-    s = _searcher(None, study_name="cell_z")
-    s.suggest("t")
-    s.on_trial_complete("t", {"val_acc": 0.5, "epoch": 3, "training_iteration": 3})
-    for i, alg in enumerate([s, ConcurrencyLimiter(s, max_concurrent=2)]):
-        d = tmp_path / f"exp{i}"
-        d.mkdir()
-        alg.save_to_dir(str(d), session_str="2026-01-01_00-00-00")
-        assert [p.name for p in d.iterdir()] == ["searcher-state-2026-01-01_00-00-00.pkl"]
-        st = searcher_study(str(d))
-        assert st.study_name == "cell_z" and [t.value for t in st.trials] == [0.5]
-    assert searcher_study(str(tmp_path / "nothing")) is None
 
 
 def test_trial_storage_developer_api_is_there(tmp_path):

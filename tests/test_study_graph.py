@@ -1,15 +1,16 @@
-"""The study as a graph of experiments: dependencies, width, the scheduler that runs ready
-experiments at once, and the study-wide cap on trials. No Ray here: the scheduler is driven
-with stand-in experiments that wait on events."""
+"""The study as a graph of experiments: dependencies, width, and the study's searcher that
+runs every ready experiment at once inside one Tune run (study.multiplex), with its caps, its
+saved state and one ASHA per search. No Ray cluster here: the searcher and the trial scheduler
+are driven the way Tune's controller drives them."""
 from __future__ import annotations
 
-import threading
-
 import pytest
+from ray.tune.schedulers import TrialScheduler
+from ray.tune.search import Searcher
 
-from study.concurrency import TrialGate, drop_gate, gate, set_gate
+from study.experiment import Experiment, ExperimentContext
 from study.graph import build_graph, describe_graph, study_width
-from study.scheduler import StudyScheduler
+from study.multiplex import Plan, StudySearcher, StudyTrialScheduler, register_hooks
 from study.spec import load_spec
 
 
@@ -38,115 +39,158 @@ def test_evaluation_and_sweep_wait_for_their_cells_search():
     assert study_width(list(nodes.values())) == sum(max(a, b) for a, b in per_cell.values())
 
 
-def _run_scheduler(nodes, target=None):
-    """Stand-in experiments: each records that it started, then waits for its release."""
-    started, release = [], {n.name: threading.Event() for n in nodes}
-    lock = threading.Condition()
+class Hooks:
+    """The runner's side of the searcher: real sub-searchers of the study's experiments;
+    records which experiments ended, and gives the dependents a fixed best value."""
 
-    def run_node(node):
-        with lock:
-            started.append(node.name)
-            lock.notify_all()
-        assert release[node.name].wait(timeout=60)
+    def __init__(self, spec, study_dir):
+        self.spec, self.dir = spec, study_dir
+        self.nodes = {n.name: n for n in build_graph(spec)}
+        self.ended, self.searcher = [], None
+        register_hooks(study_dir, self)
 
-    stop = threading.Event()
-    sched = StudyScheduler(nodes, run_node, done=lambda n: False, stop=stop,
-                           demand=lambda running: sum(n.trials for n in running),
-                           target_demand=lambda: target)
-    t = threading.Thread(target=sched.run, daemon=True)
-    t.start()
-    return sched, t, started, release, lock
+    def attach(self, searcher):
+        self.searcher = searcher
+
+    def sub_searcher(self, name):
+        exp = Experiment(self.nodes[name], ExperimentContext(self.spec))
+        searched = exp.node.phase != "search" and exp.node.cell.searched
+        return exp.searcher({"m": 0.5} if searched else {})
+
+    def experiment_ended(self, name, records):
+        self.ended.append((name, len(records)))
 
 
-def test_ready_experiments_start_at_once_and_dependents_after_their_search():
-    nodes = build_graph(load_spec("demo"))
-    sched, t, started, release, lock = _run_scheduler(nodes)
-    free = {n.name for n in nodes if not n.needs}
-    with lock:
-        assert lock.wait_for(lambda: set(started) == free, timeout=60)
-    # nothing that waits for a search started before that search ended
+def _mux(spec, tmp_path, **kw):
+    hooks = Hooks(spec, str(tmp_path))
+    plans = [Plan(n.name, n.phase, n.trials, n.needs, n.cap) for n in build_graph(spec)]
+    return StudySearcher(str(tmp_path), plans, **kw), hooks
+
+
+def _complete(mux, tid, cfg, epochs=None):
+    mux.on_trial_complete(tid, {"val_acc": 0.5, "test_acc": 0.5, "training_iteration": 1,
+                                "epoch": epochs or cfg.get("epochs", 1)})
+
+
+def test_every_ready_experiment_runs_at_once_and_dependents_after_their_search(tmp_path):
+    spec = load_spec("demo")
+    mux, hooks = _mux(spec, tmp_path)
+    nodes = build_graph(spec)
     search = next(n for n in nodes if n.phase == "search")
+    configs = {}
+    while True:
+        cfg = mux.suggest(f"t{len(configs):03d}")
+        if cfg is None:
+            break
+        configs[f"t{len(configs):03d}"] = cfg
+    by_exp = {}
+    for tid, cfg in configs.items():
+        by_exp.setdefault(cfg["experiment"], []).append(tid)
+    # every experiment that waits for nothing got all its trials at once; no dependent did
+    assert set(by_exp) == {n.name for n in nodes if not n.needs}
+    assert all(len(by_exp[n.name]) == n.trials for n in nodes if not n.needs)
+    assert configs[by_exp[search.name][0]]["phase"] == "search"
+    # the search's trials end: its dependents start, with the best value the runner chose
+    for tid in by_exp[search.name]:
+        _complete(mux, tid, configs[tid], epochs=spec.fixed["epochs"])
+    assert (search.name, search.trials) in hooks.ended
+    cfg = mux.suggest("t900")
     dependents = {n.name for n in nodes if search.name in n.needs}
-    release[search.name].set()
-    with lock:
-        assert lock.wait_for(lambda: dependents <= set(started), timeout=60)
-    for e in release.values():
-        e.set()
-    t.join(timeout=60)
-    assert not t.is_alive() and sched.errors == []
-    assert sorted(sched.order) == sorted(n.name for n in nodes)
-    for n in nodes:
-        for need in n.needs:
-            assert sched.order.index(need) < sched.order.index(n.name)
+    assert cfg["experiment"] in dependents and cfg["m"] == 0.5
+    register_hooks(str(tmp_path), None)
 
 
-def test_target_demand_limits_how_many_experiments_are_queued():
-    nodes = build_graph(load_spec("table1_cifar10"))[:6]  # 6 x 5 trials, no deps
-    sched, t, started, release, cond = _run_scheduler(nodes, target=10)
-    with cond:
-        assert cond.wait_for(lambda: len(started) == 2, timeout=60)
-    assert len(started) == 2  # 2 x 5 queued trials reach the target of 10
-    release[started[0]].set()
-    with cond:
-        assert cond.wait_for(lambda: len(started) == 3, timeout=60)
-    for e in release.values():
-        e.set()
-    t.join(timeout=60)
-    assert not t.is_alive() and len(sched.order) == 6
+def test_caps_study_wide_per_search_and_one_experiment_at_a_time(tmp_path):
+    spec = load_spec("table1_cifar10")  # 70 evaluations x 5 seeds, no search
+    mux, _ = _mux(spec, tmp_path, max_concurrent=7)
+    got = [mux.suggest(f"a{i}") for i in range(10)]
+    assert sum(c is not None for c in got) == 7  # the study-wide cap
+    _complete(mux, "a0", got[0])
+    assert mux.suggest("a10") is not None and mux.suggest("a11") is None
+    register_hooks(str(tmp_path), None)
+
+    one, _ = _mux(spec, tmp_path / "one", max_active=1)
+    first = [one.suggest(f"b{i}") for i in range(6)]
+    assert len({c["experiment"] for c in first[:5]}) == 1 and first[5] is None
+    for i in range(5):
+        _complete(one, f"b{i}", first[i])
+    assert one.suggest("b6")["experiment"] != first[0]["experiment"]
+    register_hooks(str(tmp_path / "one"), None)
+
+    search = load_spec("demo")
+    capped, _ = _mux(search, tmp_path / "cap")
+    for p in capped.plans:
+        if p.phase == "search":
+            p.cap = 2
+    names = [c["experiment"] for c in (capped.suggest(f"c{i}") for i in range(40)) if c]
+    for p in capped.plans:
+        if p.phase == "search":
+            assert names.count(p.name) == 2  # a search's own max_concurrent
+    register_hooks(str(tmp_path / "cap"), None)
 
 
-def test_a_failing_experiment_stops_the_others_and_raises():
-    nodes = build_graph(load_spec("table1_cifar10"))[:3]
-    stop = threading.Event()
-
-    def run_node(node):
-        if node is nodes[0]:
-            raise RuntimeError("boom")
-        assert stop.wait(timeout=60)  # the others end when the study is stopped
-
-    sched = StudyScheduler(nodes, run_node, done=lambda n: False, stop=stop,
-                           demand=lambda r: 0, target_demand=lambda: None)
-    with pytest.raises(RuntimeError, match="boom"):
-        sched.run()
-    assert stop.is_set()
-
-
-def test_gate_caps_trials_across_searchers():
-    key = "test-study"
-    set_gate(key, 2)
-    try:
-        g = gate(key)
-        assert g.acquire("a") and g.acquire("b") and not g.acquire("c")
-        assert g.acquire("a")  # a trial that holds its slot already
-        g.release("a")
-        assert g.acquire("c") and g.running == 2
-        g.hold("d")  # resumed trials count even past the cap
-        assert g.running == 3
-    finally:
-        drop_gate(key)
-    assert gate(key).cap is None and isinstance(gate(None), TrialGate)
+def test_saved_searcher_state_continues_where_it_stopped(tmp_path):
+    """What ``Tuner.restore`` does with the study's searcher: every experiment's sub-searcher
+    (Optuna's study included) and the trials already asked for come back; nothing is asked
+    for twice."""
+    spec = load_spec("demo")
+    mux, hooks = _mux(spec, tmp_path)
+    first = {f"t{i}": mux.suggest(f"t{i}") for i in range(4)}
+    _complete(mux, "t0", first["t0"], epochs=spec.fixed["epochs"])
+    path = str(tmp_path / "searcher-state.pkl")
+    mux.save(path)
+    restored = StudySearcher(str(tmp_path), [])
+    restored.restore(path)
+    assert [p.name for p in restored.plans] == [p.name for p in mux.plans]
+    assert {k: len(p.live) for k, p in ((p.name, p) for p in restored.plans)} == \
+        {p.name: len(p.live) for p in mux.plans}
+    assert set(restored.searches()) == set(mux.searches())
+    search = next(p for p in restored.plans if p.phase == "search")
+    ot = restored.searches()[search.name]._ot_study
+    assert len(ot.trials) == sum(1 for c in first.values() if c["experiment"] == search.name)
+    nxt = restored.suggest("t4")
+    assert nxt is not None and nxt != first["t3"]
+    assert sum(p.suggested for p in restored.plans) == 5
+    register_hooks(str(tmp_path), None)
 
 
-def test_list_searcher_suggests_each_config_once_through_the_gate(tmp_path):
-    from ray.tune.search import Searcher
+class _Trial:
+    def __init__(self, tid, experiment):
+        self.trial_id, self.config = tid, {"experiment": experiment}
+        self.status = "RUNNING"
 
+    def __repr__(self):
+        return self.trial_id
+
+
+def test_each_search_has_its_own_asha():
+    asha = {name: {"metric": "val_acc", "mode": "max", "time_attr": "epoch", "max_t": 9,
+                   "grace_period": 1, "reduction_factor": 3} for name in ("A", "B")}
+    sched = StudyTrialScheduler(asha)
+    good_a, weak_b, ev = _Trial("a1", "A"), _Trial("b1", "B"), _Trial("e1", "cell__eval")
+    for t in (good_a, weak_b, ev):
+        sched.on_trial_add(None, t)
+    assert sched.on_trial_result(None, good_a, {"epoch": 1, "val_acc": 0.9}) == \
+        TrialScheduler.CONTINUE
+    # B's first trial is not compared with A's (one ASHA would stop it: 0.1 < 0.9)
+    assert sched.on_trial_result(None, weak_b, {"epoch": 1, "val_acc": 0.1}) == \
+        TrialScheduler.CONTINUE
+    assert sched.on_trial_result(None, ev, {"epoch": 1}) == TrialScheduler.CONTINUE
+    weak_a = _Trial("a2", "A")
+    sched.on_trial_add(None, weak_a)
+    assert sched.on_trial_result(None, weak_a, {"epoch": 1, "val_acc": 0.1}) == \
+        TrialScheduler.STOP
+    assert set(sched._subs) == {"A", "B"}
+
+
+def test_list_searcher_suggests_each_config_once(tmp_path):
     from study.searcher import ConfigListSearcher
 
-    key = "test-list"
-    set_gate(key, 1)
-    try:
-        s = ConfigListSearcher([{"seed": 0}, {"seed": 1}], metric="test_acc", gate_key=key)
-        assert s.suggest("t0") == {"seed": 0}
-        assert s.suggest("t1") is None  # the study runs its one allowed trial
-        s.on_trial_complete("t0", {"test_acc": 0.5})
-        assert s.suggest("t1") == {"seed": 1}
-        path = str(tmp_path / "s.pkl")
-        s.save(path)
-        r = ConfigListSearcher([], metric="test_acc")
-        drop_gate(key)
-        set_gate(key, 1)
-        r.restore(path)  # the running trial t1 holds its slot again
-        assert gate(key).running == 1
-        assert r.suggest("t2") is Searcher.FINISHED
-    finally:
-        drop_gate(key)
+    s = ConfigListSearcher([{"seed": 0}, {"seed": 1}], metric="test_acc")
+    assert s.suggest("t0") == {"seed": 0}
+    path = str(tmp_path / "s.pkl")
+    s.save(path)
+    r = ConfigListSearcher([], metric="test_acc")
+    r.restore(path)
+    assert r.suggest("t1") == {"seed": 1}
+    assert r.suggest("t2") is Searcher.FINISHED and r.metric == "test_acc"

@@ -16,7 +16,7 @@ import optuna
 import pytest
 import yaml
 
-from study.results import read_trials
+from study.trials import experiment_trials
 
 pytestmark = pytest.mark.slow
 
@@ -44,9 +44,9 @@ def _env():
     return env
 
 
-def _snapshot(exp_dir):
+def _snapshot(sdir, experiment):
     return {r.trial_id: (os.path.getmtime(os.path.join(r.path, "result.json")), r.n_results)
-            for r in read_trials(exp_dir)}
+            for r in experiment_trials(str(sdir), experiment)}
 
 
 def _state(sdir):
@@ -99,8 +99,8 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
     state = _state(sdir)
     assert state["experiments"][FIRST]["status"] == "done"
     assert SECOND not in state["experiments"]
-    first_before = _snapshot(str(sdir / FIRST))
-    second_before = _snapshot(str(sdir / SECOND))
+    first_before = _snapshot(sdir, FIRST)
+    second_before = _snapshot(sdir, SECOND)
     assert len(second_before) == 1 and list(second_before.values())[0][1] == 1
     best_first = state["best"]["lci_gce_sym0.6"]
 
@@ -110,8 +110,8 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     assert f"{FIRST}: finished earlier, skipped" in r.stdout
     assert f"{SECOND}: resuming" in r.stdout
-    assert _snapshot(str(sdir / FIRST)) == first_before   # finished trials untouched
-    after = {x.trial_id: x for x in read_trials(str(sdir / SECOND))}
+    assert _snapshot(sdir, FIRST) == first_before   # finished trials untouched
+    after = {x.trial_id: x for x in experiment_trials(str(sdir), SECOND)}
     assert set(second_before) <= set(after) and len(after) == 2
     # the held trial went on from its epoch-1 checkpoint: epochs never restart at 1
     resumed = after[next(iter(second_before))]

@@ -7,7 +7,7 @@ import os
 import optuna
 import pytest
 
-from study.results import read_trials
+from study.trials import experiment_trials, read_study_trials
 from study.runner import run_study
 from study.spec import load_spec
 
@@ -38,12 +38,12 @@ def test_small_optuna_study_end_to_end(ray_session, tmp_path, capsys):
     assert info["name"] == "small" and info["seeds"] == 2 and info["metric"] == "test_acc"
     assert info["search_params"] == ["m", "lam", "rho", "alpha"]
     assert {c["id"] for c in info["cells"]} == {"ce_sym0.6", "lci_gce_sym0.6"}
-    for exp in ("lci_gce_sym0.6__search", "ce_sym0.6__eval", "lci_gce_sym0.6__eval",
-                "sweep_m__lci_gce_sym0.6"):
-        assert (sdir / exp).is_dir(), exp
+    assert set(read_study_trials(str(sdir))) == {
+        "lci_gce_sym0.6__search", "ce_sym0.6__eval", "lci_gce_sym0.6__eval",
+        "sweep_m__lci_gce_sym0.6"}
 
     # search: 3 trials on the noisy validation split, each with its config and per-epoch results
-    search = read_trials(str(sdir / "lci_gce_sym0.6__search"))
+    search = experiment_trials(str(sdir), "lci_gce_sym0.6__search")
     assert len(search) == 3
     for r in search:
         assert r.config["phase"] == "search" and r.config["cell"] == "lci_gce_sym0.6"
@@ -62,7 +62,7 @@ def test_small_optuna_study_end_to_end(ray_session, tmp_path, capsys):
     best = max(search, key=lambda r: r.last["val_acc"])
     state = json.loads((sdir / "study_state.json").read_text())
     assert state["best"]["lci_gce_sym0.6"]["trial_id"] == best.trial_id
-    ev = read_trials(str(sdir / "lci_gce_sym0.6__eval"))
+    ev = experiment_trials(str(sdir), "lci_gce_sym0.6__eval")
     assert sorted(r.config["seed"] for r in ev) == [0, 1]
     for r in ev:
         assert r.config["phase"] == "evaluation" and r.config["val_fraction"] == 0.0
@@ -70,12 +70,12 @@ def test_small_optuna_study_end_to_end(ray_session, tmp_path, capsys):
             assert r.config[k] == best.config[k]
         assert r.last["epoch"] == 2 and "test_acc" in r.last and "val_acc" not in r.last
         assert os.path.isfile(os.path.join(r.path, "run", "label_issues.csv"))
-    ce = read_trials(str(sdir / "ce_sym0.6__eval"))
+    ce = experiment_trials(str(sdir), "ce_sym0.6__eval")
     assert sorted(r.config["seed"] for r in ce) == [0, 1]
     assert all(r.config["robust_loss"] == "ce" for r in ce)
 
     # sweep: m in {-2, 2} x 1 seed, other parameters at the best values
-    sw = read_trials(str(sdir / "sweep_m__lci_gce_sym0.6"))
+    sw = experiment_trials(str(sdir), "sweep_m__lci_gce_sym0.6")
     assert sorted(r.config["m"] for r in sw) == [-2, 2]
     assert all(r.config["lam"] == best.config["lam"] and r.config["phase"] == "sweep" for r in sw)
 
@@ -103,7 +103,7 @@ def test_asha_stopped_trials_do_not_enter_optuna_as_complete(ray_session, tmp_pa
     }, storage=str(tmp_path))
     run_study(spec)
     sdir = tmp_path / "asha"
-    tune_trials = read_trials(str(sdir / "lci_gce_none__search"))
+    tune_trials = experiment_trials(str(sdir), "lci_gce_none__search")
     assert len(tune_trials) == 6
     stopped = {r.trial_id for r in tune_trials if r.last["epoch"] < 4}
     assert stopped, "ASHA stopped no trial; the test needs at least one"

@@ -32,7 +32,7 @@ from lci.trainer import Trainer
 
 #: Config keys a study adds to every trial besides the TrainConfig fields. They label the trial
 #: in ``params.json`` (for analysis/) and are stripped before ``TrainConfig.from_dict``.
-TRIAL_EXTRA_KEYS = ("cell", "phase", "study")
+TRIAL_EXTRA_KEYS = ("cell", "phase", "study", "experiment")
 CHECKPOINT_FILE = "checkpoint.pt"
 
 

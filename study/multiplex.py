@@ -1,0 +1,277 @@
+"""One Tune run for a whole study: a searcher and a trial scheduler that multiplex its experiments.
+
+A study is a graph of experiments (:mod:`study.graph`): per cell a search, an evaluation and a
+sweep, where the evaluation and the sweep of a searched cell wait for its search. All of them
+run inside **one** ``tune.Tuner``:
+
+- :class:`StudySearcher` is the Tuner's search algorithm. It holds one sub-searcher per
+  experiment (an Optuna TPE search per searched cell, a fixed list of configs for an
+  evaluation or a sweep) and, each time Tune asks for a trial, suggests one from the first
+  experiment that is ready (everything it waits for has ended), has trials left and is under
+  its own cap (a search's ``max_concurrent``) and the study's (``max_concurrent``). Every
+  trial's config carries its experiment's name; results and completions go back to the
+  sub-searcher that suggested the trial.
+- :class:`StudyTrialScheduler` routes each search trial to its own ASHA, so trials are only
+  ever compared with trials of the same search.
+
+Why one Tuner rather than one per experiment: Tune reuses a trial's worker process for the
+next trial (``reuse_actors``) only within one Tuner. A new worker imports torch and Ray Tune,
+seconds of CPU per trial, which is as long as a short trial; with one Tuner a slot goes
+straight from one trial to the next, whichever cell it belongs to. Ray's resource scheduler
+still decides where and when each trial runs.
+
+What the driver does when an experiment ends (record the best parameters of a search, write
+the study state) lives in the runner; the searcher reaches it through :func:`hooks`, found by
+study folder, because Tune pickles the searcher into the experiment folder and a restored
+searcher must reach the live runner of the new driver.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import pickle
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Protocol, Set, Tuple
+
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+from ray.tune.search import Searcher
+
+from .trials import TrialRecord
+
+PHASE_ORDER = {"search": 0, "evaluation": 1, "sweep": 2}
+
+
+class StudyHooks(Protocol):
+    def attach(self, searcher: "StudySearcher") -> None:
+        """The searcher Tune runs (after a restore, the one Tune unpickled)."""
+
+    def sub_searcher(self, name: str) -> Tuple[Searcher, Dict[str, Any]]:
+        """The searcher of experiment ``name`` and the config its suggestions complete."""
+
+    def experiment_ended(self, name: str, records: List[TrialRecord]) -> None:
+        """Every trial of experiment ``name`` ended (called again if a retried one ends)."""
+
+
+_HOOKS: Dict[str, StudyHooks] = {}
+
+
+def register_hooks(study_dir: str, hooks: Optional[StudyHooks]) -> None:
+    if hooks is None:
+        _HOOKS.pop(study_dir, None)
+    else:
+        _HOOKS[study_dir] = hooks
+
+
+def hooks(study_dir: str) -> StudyHooks:
+    try:
+        return _HOOKS[study_dir]
+    except KeyError:
+        raise RuntimeError(f"no study runner for {study_dir} in this process") from None
+
+
+@dataclass
+class Plan:
+    """One experiment as the searcher schedules it."""
+    name: str
+    phase: str
+    trials: int
+    needs: Tuple[str, ...] = ()
+    cap: Optional[int] = None
+    # state
+    suggested: int = 0
+    live: Set[str] = field(default_factory=set)
+    ended: Dict[str, Tuple[Dict[str, Any], Dict[str, Any], bool]] = field(default_factory=dict)
+    base: Optional[Dict[str, Any]] = None   # set when the experiment starts
+    configs: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # trial id -> config
+
+    @property
+    def done(self) -> bool:
+        return len(self.ended) >= self.trials
+
+    def records(self) -> List[TrialRecord]:
+        return [TrialRecord(trial_id=tid, path="", config=cfg, last=last, n_results=1,
+                            error_text="error" if err else None)
+                for tid, (cfg, last, err) in sorted(self.ended.items())]
+
+
+def merge(base: Dict[str, Any], update: Dict[str, Any]) -> Dict[str, Any]:
+    """``base`` with the (nested) keys of ``update`` set; neither is changed."""
+    out = copy.deepcopy(base)
+    for k, v in update.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+class StudySearcher(Searcher):
+    def __init__(self, study_dir: str, plans: List[Plan], *, max_concurrent: Optional[int] = None,
+                 max_active: Optional[int] = None, label_key: str = "experiment"):
+        super().__init__(metric=None, mode=None)
+        self.study_dir = study_dir
+        index = {p.name: i for i, p in enumerate(plans)}
+        self.plans = sorted(plans, key=lambda p: (PHASE_ORDER[p.phase], index[p.name]))
+        self.max_concurrent = max_concurrent
+        self.max_active = max_active      # experiments at once (1: one after another)
+        self.label_key = label_key
+        self._subs: Dict[str, Searcher] = {}
+        self._of: Dict[str, str] = {}     # trial id -> experiment name
+
+    # ----------------------------------------------------------------------------- tune
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return True  # every experiment has its own metric, set on its sub-searcher
+
+    def _plan(self, name: str) -> Plan:
+        return next(p for p in self.plans if p.name == name)
+
+    def _ready(self, p: Plan) -> bool:
+        return all(self._plan(n).done for n in p.needs)
+
+    def _active(self) -> Set[str]:
+        return {p.name for p in self.plans if p.suggested and not p.done}
+
+    def _hooks(self) -> StudyHooks:
+        h = hooks(self.study_dir)
+        if getattr(h, "searcher", None) is not self:
+            h.attach(self)
+        return h
+
+    def _sub(self, p: Plan) -> Searcher:
+        if p.name not in self._subs:
+            sub, base = self._hooks().sub_searcher(p.name)
+            self._subs[p.name], p.base = sub, base
+        return self._subs[p.name]
+
+    def suggest(self, trial_id: str) -> Optional[Dict]:
+        self._hooks()
+        if all(p.suggested >= p.trials for p in self.plans):
+            return Searcher.FINISHED
+        live = sum(len(p.live) for p in self.plans)
+        if self.max_concurrent and live >= self.max_concurrent:
+            return None
+        active = self._active()
+        for p in self.plans:
+            if p.suggested >= p.trials or not self._ready(p):
+                continue
+            if p.cap and len(p.live) >= p.cap:
+                continue
+            if self.max_active and p.name not in active and len(active) >= self.max_active:
+                continue
+            cfg = self._sub(p).suggest(trial_id)
+            if cfg is None or cfg == Searcher.FINISHED:
+                continue
+            p.suggested += 1
+            p.live.add(trial_id)
+            self._of[trial_id] = p.name
+            full = merge(p.base or {}, cfg)
+            full[self.label_key] = p.name
+            p.configs[trial_id] = full
+            return full
+        return None  # nothing ready now (waiting for a search, or at a cap): Tune asks again
+
+    def on_trial_result(self, trial_id: str, result: Dict) -> None:
+        name = self._of.get(trial_id)
+        if name is not None:
+            self._subs[name].on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: Optional[Dict] = None,
+                          error: bool = False) -> None:
+        name = self._of.get(trial_id)
+        if name is None:
+            return
+        p = self._plan(name)
+        self._subs[name].on_trial_complete(trial_id, result, error)
+        p.live.discard(trial_id)
+        p.ended[trial_id] = (p.configs.get(trial_id, {}), dict(result or {}), bool(error))
+        if p.done:
+            self._hooks().experiment_ended(name, p.records())
+
+    # ------------------------------------------------------------------------- queries
+    def searches(self) -> Dict[str, Searcher]:
+        """The sub-searchers of the experiments that started (name -> searcher)."""
+        return dict(self._subs)
+
+    def ended(self) -> bool:
+        return all(p.done for p in self.plans)
+
+    # ---------------------------------------------------------------------- save/restore
+    def save(self, checkpoint_path: str) -> None:
+        subs = {}
+        with tempfile.TemporaryDirectory(prefix="lci-searcher-") as tmp:
+            for name, sub in self._subs.items():
+                f = os.path.join(tmp, "s.pkl")
+                sub.save(f)  # each sub-searcher's own format (OptunaSearch: its __dict__)
+                with open(f, "rb") as fh:
+                    subs[name] = (type(sub), fh.read())
+        state = {k: v for k, v in self.__dict__.items() if k != "_subs"}
+        with open(checkpoint_path, "wb") as fh:
+            pickle.dump({"state": state, "subs": subs}, fh)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as fh:
+            saved = pickle.load(fh)
+        self.__dict__.update(saved["state"])
+        self._subs = {}
+        with tempfile.TemporaryDirectory(prefix="lci-searcher-") as tmp:
+            for name, (cls, blob) in saved["subs"].items():
+                f = os.path.join(tmp, "s.pkl")
+                with open(f, "wb") as fh:
+                    fh.write(blob)
+                sub = cls.__new__(cls)
+                sub.restore(f)
+                self._subs[name] = sub
+
+
+class StudyTrialScheduler(FIFOScheduler):
+    """FIFO for every trial, except that the trials of a search go through that search's own
+    ASHA (made on first use from ``asha[experiment name]``, the ASHAScheduler arguments)."""
+
+    def __init__(self, asha: Dict[str, Dict[str, Any]], label_key: str = "experiment"):
+        super().__init__()
+        self.asha = asha
+        self.label_key = label_key
+        self._subs: Dict[str, TrialScheduler] = {}
+
+    def _sub(self, trial) -> Optional[TrialScheduler]:
+        name = (trial.config or {}).get(self.label_key)
+        if name not in self.asha:
+            return None
+        if name not in self._subs:
+            from ray.tune.schedulers import ASHAScheduler
+
+            self._subs[name] = ASHAScheduler(**self.asha[name])
+        return self._subs[name]
+
+    def set_search_properties(self, metric, mode, **spec) -> bool:
+        return True
+
+    def on_trial_add(self, tune_controller, trial) -> None:
+        s = self._sub(trial)
+        if s is not None:
+            s.on_trial_add(tune_controller, trial)
+
+    def on_trial_error(self, tune_controller, trial) -> None:
+        s = self._sub(trial)
+        if s is not None:
+            s.on_trial_error(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller, trial, result) -> str:
+        s = self._sub(trial)
+        if s is None:
+            return TrialScheduler.CONTINUE
+        return s.on_trial_result(tune_controller, trial, result)
+
+    def on_trial_complete(self, tune_controller, trial, result) -> None:
+        s = self._sub(trial)
+        if s is not None:
+            s.on_trial_complete(tune_controller, trial, result)
+
+    def on_trial_remove(self, tune_controller, trial) -> None:
+        s = self._sub(trial)
+        if s is not None:
+            s.on_trial_remove(tune_controller, trial)
+
+    def debug_string(self) -> str:
+        return f"one ASHA per search ({len(self._subs)} started)"
