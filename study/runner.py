@@ -2,9 +2,9 @@
 
 ``run_study`` is the whole sequence. Everything that can refuse the study (the spec, the
 folder, the data sets of every cell, the lock, the resources per trial) is checked before
-anything is written or any trial starts; then the experiments run at once where their inputs
-are ready (:mod:`study.scheduler`), each resumable from its own folder; the summary is read
-back from the trial folders (:mod:`study.trials`).
+anything is written or any trial starts; then every experiment runs, at once where its inputs
+are ready, inside the study's one Tune run (:mod:`study.multiplex`), resumable from
+``<study>/trials/``; the summary is read back from the trial folders (:mod:`study.trials`).
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from .state import StudyState
 from .trials import FAILED, INCOMPLETE, TRIALS_DIR, read_study_trials
 
 logger = logging.getLogger(__name__)
+PENDING_ENV = "TUNE_MAX_PENDING_TRIALS_PG"
 
 
 def connect(address: Optional[str] = None, num_cpus: Optional[int] = None) -> bool:
@@ -127,7 +128,9 @@ def check_resources(spec: StudySpec, cluster: bool = False) -> int:
 
 # ------------------------------------------------------------------------------------ runner
 class StudyRunner:
-    """Runs the graph of one study; owns the state store and the study's shared objects."""
+    """Runs the graph of one study as one Tune run; owns the state store, and answers the
+    study's searcher (:class:`~study.multiplex.StudyHooks`): the sub-searcher of an experiment
+    that starts, and what to record when one ends."""
 
     def __init__(self, spec: StudySpec, *, resume: bool = False,
                  max_concurrent: Optional[int] = None, echo: Callable[[str], None] = print,
@@ -209,9 +212,15 @@ class StudyRunner:
         self._progress = StudyProgress(self.key, counts["total"], done_before, echo=self.echo)
         stop = tune_compat.install_stop_event()
         register_hooks(self.dir, self)
+        # Tune reads this when the run starts; a value the user set is kept
+        pending_set = PENDING_ENV not in os.environ
+        if pending_set:
+            os.environ[PENDING_ENV] = str(self.pending_trials())
         try:
             self._tuner().fit()
         finally:
+            if pending_set:
+                os.environ.pop(PENDING_ENV, None)
             register_hooks(self.dir, None)
             self._progress.close()
         if not all(self.state.experiment_ended(n.name) for n in self.nodes):
@@ -237,7 +246,6 @@ class StudyRunner:
 
         spec = self.spec
         trainable = make_trainable(cpu=spec.cpu, gpu=spec.gpu)
-        os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(self.pending_trials()))
         if tune.Tuner.can_restore(self.tune_dir):
             trials = read_study_trials(self.dir)
             for n in self.nodes:
@@ -383,7 +391,7 @@ class StudyRunner:
 # ----------------------------------------------------------------------------- entry point
 class _Signals:
     """SIGINT and SIGTERM (how schedulers and ``kill`` stop jobs) both stop the study the way
-    Ctrl-C stops one Tune run: every running experiment saves its state, the driver exits 130
+    Ctrl-C stops one Tune run: the study's Tune run saves its state, the driver exits 130
     (SIGINT) or 143 (SIGTERM) with the ``--resume`` line."""
 
     def __init__(self):

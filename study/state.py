@@ -8,9 +8,10 @@
 - ``driver.lock``: the running driver (see :mod:`study.lock`);
 - ``optuna.db`` (or ``optuna.journal``): one Optuna study per searched cell, named by the cell id;
 - ``summary.json``: the end-of-study table;
-- one Tune experiment folder per cell and phase (``<cell>__search``, ``<cell>__eval``,
-  ``sweep_<param>__<cell>``), each with one folder per trial (Tune's ``params.json`` and
-  ``result.json``, the checkpoints, and ``run/``: the lci run's own files).
+- ``trials/``: the study's one Tune run (:mod:`study.multiplex`), with Tune's state files and
+  one folder per trial, ``<experiment>-<trial id>`` where the experiment is ``<cell>__search``,
+  ``<cell>__eval`` or ``sweep_<param>__<cell>`` (Tune's ``params.json`` and ``result.json``,
+  the checkpoints, and ``run/``: the lci run's own files).
 
 Every change of the state goes through one lock and is written at once.
 """

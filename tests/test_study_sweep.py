@@ -119,3 +119,19 @@ def test_asha_stopped_trials_do_not_enter_optuna_as_complete(ray_session, tmp_pa
             assert t.state.name == "COMPLETE" and t.value == r.last["val_acc"]
     best = json.loads((sdir / "study_state.json").read_text())["best"]["lci_gce_none"]
     assert best["trial_id"] not in stopped
+
+
+def test_one_worker_process_runs_trials_of_every_cell(ray_session, tmp_path):
+    """The study is one Tune run, so a slot's worker goes on to the next trial of any cell
+    (no new process, with its torch and Tune imports, per experiment): on one slot, four
+    cells' trials all report the same worker pid (Tune's ``pid`` in every result)."""
+    spec = load_spec({
+        "name": "reuse", "fixed": {**FIXED, "epochs": 1, "eval_train": False},
+        "noise": ["sym:0.6", "asym:0.4"], "methods": ["ce", "gce"],
+        "evaluation": {"seeds": 1}, "resources": {"cpu": 2, "gpu": 0},
+    }, storage=str(tmp_path))
+    run_study(spec)
+    trials = read_study_trials(str(tmp_path / "reuse"))
+    assert len(trials) == 4 and all(len(t) == 1 for t in trials.values())
+    pids = {r.last["pid"] for recs in trials.values() for r in recs}
+    assert len(pids) == 1, pids

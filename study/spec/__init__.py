@@ -1,8 +1,8 @@
 """Study specs: a YAML file -> a validated :class:`StudySpec` -> cells, phases and trial configs.
 
 A study is a set of **cells** (each combination of a noise setting, a method and, for the lci
-methods, a robust loss) and up to three **phases** per cell, each one Tune experiment folder
-under ``<storage>/<name>/``:
+methods, a robust loss) and up to three **phases** per cell, each one experiment of the
+study (its trials are ``<storage>/<name>/trials/<experiment>-<trial id>``):
 
 - ``<cell>__search``: an Optuna (seeded TPE) search of the cell's parameters on a noisy
   validation split (``val_fraction > 0``; the metric is never a test-set metric);
