@@ -16,7 +16,6 @@ session, is printed separately).
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import tempfile
@@ -25,9 +24,11 @@ import time
 
 def trial_times(study_dir: str):
     """(time in trainable, time in training loops) of every finished trial."""
+    from study.trials import read_study_trials
+
     out = []
-    for path in glob.glob(os.path.join(study_dir, "*", "*", "result.json")):
-        lines = [json.loads(x) for x in open(path) if x.strip()]
+    for rec in (r for recs in read_study_trials(study_dir).values() for r in recs):
+        lines = [json.loads(x) for x in open(os.path.join(rec.path, "result.json")) if x.strip()]
         if not lines:
             continue
         out.append((lines[-1]["time_total_s"], sum(r.get("epoch_s", 0.0) for r in lines)))
