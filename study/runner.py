@@ -204,11 +204,18 @@ class StudyRunner:
             cmd = dashboard_command(spec.optuna_storage, self.dir)
             if cmd:
                 self.echo(f"  watch the searches: {cmd}")
+        # what an earlier driver ended: whole experiments, and trials of interrupted ones
+        on_disk = read_study_trials(self.dir) if self.resume else {}
         done_before = 0
         for n in self.nodes:
             if self.state.experiment_done(n.name):
                 done_before += n.trials
                 self.echo(f"{n.name}: finished earlier, skipped")
+            elif on_disk.get(n.name):
+                ended = sum(r.status() != INCOMPLETE for r in on_disk[n.name])
+                done_before += ended
+                self.echo(f"{n.name}: resuming ({ended} of {n.trials} trials ended; "
+                          "interrupted ones continue from their checkpoints)")
         self._progress = StudyProgress(self.key, counts["total"], done_before, echo=self.echo)
         stop = tune_compat.install_stop_event()
         register_hooks(self.dir, self)
@@ -247,13 +254,6 @@ class StudyRunner:
         spec = self.spec
         trainable = make_trainable(cpu=spec.cpu, gpu=spec.gpu)
         if tune.Tuner.can_restore(self.tune_dir):
-            trials = read_study_trials(self.dir)
-            for n in self.nodes:
-                recs = trials.get(n.name, [])
-                if recs and not self.state.experiment_ended(n.name):
-                    done = sum(r.status() != INCOMPLETE for r in recs)
-                    self.echo(f"{n.name}: resuming ({done} of {n.trials} trials ended; "
-                              "interrupted ones continue from their checkpoints)")
             return tune.Tuner.restore(self.tune_dir, trainable, resume_unfinished=True,
                                       resume_errored=True)
         # trial folders of a driver that died before Tune saved its state

@@ -125,6 +125,25 @@ def test_refused_resources_exit_2_and_write_nothing(tmp_path):
     assert not (tmp_path / "res" / "s").exists()
 
 
+def test_study_folder_of_the_older_layout_is_refused_on_resume(tmp_path):
+    """A 0.2 study folder (one Tune run per experiment folder) cannot be continued by one
+    Tune run for the whole study: --resume says so, exit 2, nothing touched."""
+    from study.spec import load_spec
+
+    spec_path = _spec(tmp_path)
+    storage = tmp_path / "res"
+    spec = load_spec(str(spec_path), storage=str(storage))
+    sdir = storage / "s"
+    (sdir / "ce_sym0.6__eval").mkdir(parents=True)
+    (sdir / "ce_sym0.6__eval" / "tuner.pkl").write_bytes(b"old")
+    (sdir / "study.json").write_text(json.dumps(spec.to_json()))
+    before = _tree(str(sdir))
+    r = _lci("sweep", str(spec_path), "--storage", str(storage), "--resume", "--num-cpus", "2",
+             cwd=tmp_path)
+    assert r.returncode == 2 and "lci-study 0.2" in r.stderr, r.stderr
+    assert _tree(str(sdir)) == before
+
+
 # ------------------------------------------------------------------- lci train, one run
 def test_refused_resume_changes_nothing_and_plain_resume_still_works(tmp_path):
     out = tmp_path / "run"
