@@ -464,3 +464,21 @@ def test_watch_commands_name_the_right_store(tmp_path, monkeypatch):
     assert dashboard_command("none", d) is None
     pytest.importorskip("tensorboardX")
     assert tensorboard_command(d) == f"watch in TensorBoard: tensorboard --logdir {d}"
+
+
+def test_tune_stop_event_hook_is_where_the_driver_puts_it():
+    """study.tune_compat hands Tune the driver's stop event through
+    ray.tune.tune._setup_signal_catching, which tune.run must still call to get its event."""
+    import inspect
+
+    import ray.tune.tune as tune_module
+
+    from study import tune_compat
+
+    assert "_setup_signal_catching()" in inspect.getsource(tune_module.run)
+    original = tune_module._setup_signal_catching
+    try:
+        stop = tune_compat.install_stop_event()
+        assert tune_module._setup_signal_catching() is stop and not stop.is_set()
+    finally:
+        tune_module._setup_signal_catching = original
