@@ -86,6 +86,12 @@ def test_small_optuna_study_end_to_end(ray_session, tmp_path, capsys):
     row = next(c for c in summary.cells if c["cell"] == "lci_gce_sym0.6")
     assert row["test_acc"]["n"] == 2 and row["params"]["gce.q"] == 0.7
 
+    # analysis/ reads the study's folder: one row per trial, each phase counted
+    import analysis
+
+    runs = analysis.load(str(sdir))
+    assert runs.groupby("phase").size().to_dict() == {"search": 3, "evaluation": 4, "sweep": 2}
+
 
 def test_asha_stopped_trials_do_not_enter_optuna_as_complete(ray_session, tmp_path):
     """ASHA on the search phase: the trials it stops reach Optuna as PRUNED (with their
