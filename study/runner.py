@@ -295,6 +295,11 @@ class StudyRunner:
     # ------------------------------------------------------- what the study's searcher asks
     def attach(self, searcher: StudySearcher) -> None:
         self.searcher = searcher
+        # experiments the saved searcher saw end but the state file missed (a driver that
+        # died between the two writes)
+        for p in searcher.plans:
+            if p.done and not self.state.experiment_ended(p.name):
+                self.experiment_ended(p.name, p.records())
 
     def sub_searcher(self, name: str):
         exp = self.experiments[name]

@@ -194,3 +194,33 @@ def test_list_searcher_suggests_each_config_once(tmp_path):
     r.restore(path)
     assert r.suggest("t1") == {"seed": 1}
     assert r.suggest("t2") is Searcher.FINISHED and r.metric == "test_acc"
+
+
+def test_a_moved_study_finds_its_runner_and_missed_ends_are_recorded(tmp_path):
+    """A saved searcher keeps the study folder's old path: with one runner in the process it
+    still reaches it. And an experiment the searcher saw end, but the state file missed (a
+    driver killed between the two writes), is recorded when the runner attaches."""
+    from study.multiplex import hooks
+    from study.progress import StudyProgress
+    from study.runner import StudyRunner
+
+    spec = load_spec("table1_cifar10", storage=str(tmp_path))
+    runner = StudyRunner(spec, echo=lambda s: None)
+    runner.state.open(spec.to_json())
+    runner.experiments = {n.name: Experiment(n, ExperimentContext(spec)) for n in runner.nodes}
+    runner._progress = StudyProgress(runner.key, 10, echo=lambda s: None)
+    register_hooks(runner.dir, runner)
+    try:
+        assert hooks("/somewhere/else/table1_cifar10") is runner
+        plans = [Plan(n.name, n.phase, n.trials, n.needs, n.cap) for n in runner.nodes]
+        first = plans[0]
+        first.ended = {f"t{i}": ({"seed": i}, {"epoch": 400, "test_acc": 0.5}, False)
+                       for i in range(first.trials)}
+        mux = StudySearcher("/somewhere/else/table1_cifar10", plans)
+        assert not runner.state.experiment_ended(first.name)
+        mux.suggest("t9")  # Tune's first call after a restore
+        assert runner.searcher is mux and runner.state.experiment_ended(first.name)
+        assert not runner.state.experiment_ended(plans[1].name)
+    finally:
+        register_hooks(runner.dir, None)
+        runner._progress.close()
