@@ -28,6 +28,7 @@ searcher must reach the live runner of the new driver.
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import pickle
 import tempfile
@@ -39,10 +40,14 @@ from ray.tune.search import Searcher
 
 from .trials import TrialRecord
 
+logger = logging.getLogger(__name__)
+
 PHASE_ORDER = {"search": 0, "evaluation": 1, "sweep": 2}
 
 
 class StudyHooks(Protocol):
+    optuna_storage: Any  # the study's Optuna storage in this driver (None: in memory)
+
     def attach(self, searcher: "StudySearcher") -> None:
         """The searcher Tune runs (after a restore, the one Tune unpickled)."""
 
@@ -122,6 +127,8 @@ class StudySearcher(Searcher):
         self.label_key = label_key
         self._subs: Dict[str, Searcher] = {}
         self._of: Dict[str, str] = {}     # trial id -> experiment name
+        self.restored = False             # by restore(), from a saved state
+        self.failure: Optional[BaseException] = None  # see _fail
 
     # ----------------------------------------------------------------------------- tune
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
@@ -148,7 +155,18 @@ class StudySearcher(Searcher):
             self._subs[p.name], p.base = sub, base
         return self._subs[p.name]
 
+    def _fail(self, e: BaseException) -> None:
+        """Tune swallows an exception raised in ``restore`` (it starts the run over) and turns
+        one raised in ``on_trial_complete`` into a failed trial; so the error is kept here,
+        raised from the next ``suggest``, and checked by the runner after the run."""
+        logger.error("study searcher: %s: %s", type(e).__name__, e)
+        if self.failure is None:
+            self.failure = e
+
     def suggest(self, trial_id: str) -> Optional[Dict]:
+        if self.failure is not None:  # stop Tune: nothing more runs on a broken state
+            raise RuntimeError(f"the study's searcher failed: {type(self.failure).__name__}: "
+                               f"{self.failure}")
         self._hooks()
         if all(p.suggested >= p.trials for p in self.plans):
             return Searcher.FINISHED
@@ -190,7 +208,10 @@ class StudySearcher(Searcher):
         p.live.discard(trial_id)
         p.ended[trial_id] = (p.configs.get(trial_id, {}), dict(result or {}), bool(error))
         if p.done:
-            self._hooks().experiment_ended(name, p.records())
+            try:
+                self._hooks().experiment_ended(name, p.records())
+            except Exception as e:  # noqa: BLE001 - the runner records it again after the run
+                self._fail(e)
 
     # ------------------------------------------------------------------------- queries
     def searches(self) -> Dict[str, Searcher]:
@@ -214,18 +235,45 @@ class StudySearcher(Searcher):
             pickle.dump({"state": state, "subs": subs}, fh)
 
     def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as fh:
-            saved = pickle.load(fh)
-        self.__dict__.update(saved["state"])
-        self._subs = {}
-        with tempfile.TemporaryDirectory(prefix="lci-searcher-") as tmp:
-            for name, (cls, blob) in saved["subs"].items():
-                f = os.path.join(tmp, "s.pkl")
-                with open(f, "wb") as fh:
-                    fh.write(blob)
-                sub = cls.__new__(cls)
-                sub.restore(f)
-                self._subs[name] = sub
+        """All or nothing: the saved state with every sub-searcher, or (on any error) this
+        searcher unchanged with the error kept (:meth:`_fail`). A search's Optuna study is
+        reloaded by name from the study's storage in this driver, which may have moved.
+        Trials that ended in an error are live again: ``--resume`` reruns them
+        (``resume_errored``), so their experiment ends again when they do."""
+        try:
+            with open(checkpoint_path, "rb") as fh:
+                saved = pickle.load(fh)
+            state, subs = dict(saved["state"]), {}
+            h = hooks(state["study_dir"])
+            with tempfile.TemporaryDirectory(prefix="lci-searcher-") as tmp:
+                for name, (cls, blob) in saved["subs"].items():
+                    f = os.path.join(tmp, "s.pkl")
+                    with open(f, "wb") as fh:
+                        fh.write(blob)
+                    sub = cls.__new__(cls)
+                    if hasattr(sub, "restore_with_storage"):
+                        sub.restore_with_storage(f, h.optuna_storage)
+                    else:
+                        sub.restore(f)
+                    subs[name] = sub
+            for p in state["plans"]:
+                for tid, (_, _, err) in list(p.ended.items()):
+                    if err:
+                        del p.ended[tid]
+                        p.live.add(tid)
+        except Exception as e:  # noqa: BLE001 - Tune would swallow it and start over
+            self._fail(e)
+            try:
+                self._hooks()  # the runner sees the failure after the run
+            except Exception:  # noqa: BLE001
+                pass
+            return
+        self.__dict__.update(state)
+        self._subs, self.restored, self.failure = subs, True, None
+        try:
+            self._hooks()  # the runner re-applies its caps and records missed ends now
+        except Exception as e:  # noqa: BLE001
+            self._fail(e)
 
 
 class StudyTrialScheduler(FIFOScheduler):

@@ -150,6 +150,8 @@ class StudyRunner:
         self._progress: Optional[StudyProgress] = None
         self.experiments: Dict[str, Experiment] = {}
         self.searcher: Optional[StudySearcher] = None  # the live one, once Tune runs it
+        self._ctx: Optional[ExperimentContext] = None
+        self._resuming = False
 
     # --------------------------------------------------------------------------- setup
     def check(self) -> None:
@@ -196,7 +198,7 @@ class StudyRunner:
         self.echo(f"study {spec.name}: {len(spec.cells)} cells, {len(self.nodes)} experiments, "
                   f"{counts['total']} trials (search {counts['search']}, evaluation "
                   f"{counts['evaluation']}, sweep {counts['sweep']}) -> {self.dir}")
-        ctx = self.context()
+        ctx = self._ctx = self.context()
         self.experiments = {n.name: Experiment(n, ctx) for n in self.nodes}
         if spec.search:
             from .optuna_storage import dashboard_command
@@ -225,6 +227,7 @@ class StudyRunner:
             os.environ[PENDING_ENV] = str(self.pending_trials())
         try:
             self._tuner().fit()
+            self._check_searcher()
         finally:
             if pending_set:
                 os.environ.pop(PENDING_ENV, None)
@@ -253,7 +256,8 @@ class StudyRunner:
 
         spec = self.spec
         trainable = make_trainable(cpu=spec.cpu, gpu=spec.gpu)
-        if tune.Tuner.can_restore(self.tune_dir):
+        self._resuming = tune.Tuner.can_restore(self.tune_dir)
+        if self._resuming:
             return tune.Tuner.restore(self.tune_dir, trainable, resume_unfinished=True,
                                       resume_errored=True)
         # trial folders of a driver that died before Tune saved its state
@@ -282,6 +286,17 @@ class StudyRunner:
                 callbacks=[TrialEvents(self.key),
                            *tracking_callbacks(spec.tracking, spec.name, self.dir)]))
 
+    def _check_searcher(self) -> None:
+        """What Tune does not report: a searcher that failed (or, resuming, was never
+        restored: Tune then starts a run over instead of failing), and ends it missed."""
+        s = self.searcher
+        if s is not None and s.failure is not None:
+            raise LCIError(f"study {self.spec.name}: {type(s.failure).__name__}: {s.failure}")
+        if self._resuming and (s is None or not s.restored):
+            raise LCIError(f"study {self.spec.name}: Ray Tune could not restore the study's run "
+                           f"from {self.tune_dir} (see the log above)")
+        self.record_missed_ends()
+
     def pending_trials(self) -> int:
         """Trials Tune keeps queued for resources (and starting at once): every slot's worth,
         so all slots start together and a slot never waits for the searcher; more where an
@@ -293,11 +308,20 @@ class StudyRunner:
         return max(1, min(width, want))
 
     # ------------------------------------------------------- what the study's searcher asks
+    @property
+    def optuna_storage(self):
+        return self._ctx.optuna_storage if self._ctx is not None else None
+
     def attach(self, searcher: StudySearcher) -> None:
         self.searcher = searcher
-        # experiments the saved searcher saw end but the state file missed (a driver that
-        # died between the two writes)
-        for p in searcher.plans:
+        # a restored searcher has the caps of the run that saved it: this run's apply
+        searcher.max_concurrent, searcher.max_active = self.max_concurrent, self.max_experiments
+        self.record_missed_ends()
+
+    def record_missed_ends(self) -> None:
+        """Experiments the searcher saw end but the state file does not have (a driver that
+        died between the two writes, or a write that failed during the run)."""
+        for p in self.searcher.plans if self.searcher is not None else []:
             if p.done and not self.state.experiment_ended(p.name):
                 self.experiment_ended(p.name, p.records())
 
@@ -310,7 +334,11 @@ class StudyRunner:
         exp = self.experiments[name]
         node = exp.node
         out = exp.outcome(records)
-        if node.phase == "search":
+        # a search ends again when --resume reruns its errored trials; once an evaluation or
+        # sweep has started with its best parameters, those stay the cell's parameters
+        started = self.searcher is not None and any(
+            p.suggested for p in self.searcher.plans if node.name in p.needs)
+        if node.phase == "search" and not started:
             self._record_best(node, exp, records)
         self.state.set_experiment(node.name, status="done" if not out["failed"] else "errors",
                                   **out)

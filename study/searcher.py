@@ -14,6 +14,8 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from lci.errors import LCIError
+
 from .spec import Param
 from .trials import FAILED_KEY
 
@@ -89,12 +91,44 @@ class TruncationAwareOptunaSearch(OptunaSearch):
             return
         super().on_trial_complete(trial_id, result, error)
 
+    def save(self, checkpoint_path: str) -> None:
+        """OptunaSearch's state, except that a study kept in a storage (SQLite or a journal
+        in the study folder, a database) is saved by name and trial ids, not as pickled
+        storage objects that hold its path: :meth:`restore_with_storage` reloads it from the
+        storage of the driver that resumes (the study folder may have moved). A study in
+        memory (an s3:// study folder) is saved whole, as OptunaSearch does."""
+        import pickle
+
+        state = self.__dict__.copy()
+        if state.get("_storage") is not None:
+            state["_storage"] = state["_ot_study"] = None
+            state["_ot_trials"] = {tid: t._trial_id for tid, t in self._ot_trials.items()}
+            state["_by_name"] = True
+        with open(checkpoint_path, "wb") as fh:
+            pickle.dump(state, fh)
+
     def restore(self, checkpoint_path: str) -> None:
-        """Restore, then repair what a crashed driver can leave behind: Optuna trials still
-        RUNNING in the storage that this searcher never recorded (asked for after Tune's last
-        snapshot of the searcher) would stay RUNNING forever; they are marked FAIL. The
-        unfinished trials it did record are resumed by Tune."""
-        super().restore(checkpoint_path)
+        self.restore_with_storage(checkpoint_path, None)
+
+    def restore_with_storage(self, checkpoint_path: str, storage) -> None:
+        """Restore (see :meth:`save`), then repair what a crashed driver can leave behind:
+        Optuna trials still RUNNING in the storage that this searcher never recorded (asked
+        for after Tune's last snapshot of the searcher) would stay RUNNING forever; they are
+        marked FAIL. The unfinished trials it did record are resumed by Tune."""
+        import pickle
+
+        with open(checkpoint_path, "rb") as fh:
+            state = pickle.load(fh)
+        if state.pop("_by_name", False):
+            if storage is None:
+                raise LCIError(f"search {state['_study_name']!r}: its Optuna study is kept in "
+                               "the study's storage, which this driver did not open")
+            study = optuna.load_study(study_name=state["_study_name"], storage=storage,
+                                      sampler=state["_sampler"])
+            state["_storage"], state["_ot_study"] = storage, study
+            state["_ot_trials"] = {tid: optuna.trial.Trial(study, ot_id)
+                                   for tid, ot_id in state["_ot_trials"].items()}
+        self.__dict__.update(state)
         self.repair_orphans()
 
     def repair_orphans(self) -> int:

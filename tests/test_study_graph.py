@@ -43,6 +43,8 @@ class Hooks:
     """The runner's side of the searcher: real sub-searchers of the study's experiments;
     records which experiments ended, and gives the dependents a fixed best value."""
 
+    optuna_storage = None  # the sub-searchers keep their Optuna studies in memory
+
     def __init__(self, spec, study_dir):
         self.spec, self.dir = spec, study_dir
         self.nodes = {n.name: n for n in build_graph(spec)}
@@ -152,6 +154,69 @@ def test_saved_searcher_state_continues_where_it_stopped(tmp_path):
     assert nxt is not None and nxt != first["t3"]
     assert sum(p.suggested for p in restored.plans) == 5
     register_hooks(str(tmp_path), None)
+
+
+def test_restore_reruns_errored_trials_and_fails_loudly(tmp_path):
+    """--resume reruns errored trials (resume_errored): the restored searcher counts them as
+    running again, so their experiment ends when they do. A state that cannot be restored
+    leaves the searcher as it was and stops the run at its next suggestion (Tune would
+    otherwise swallow the error and start the study over)."""
+    spec = load_spec("table1_cifar10")
+    mux, _ = _mux(spec, tmp_path)
+    cfgs = {f"t{i}": mux.suggest(f"t{i}") for i in range(5)}  # the first evaluation's seeds
+    name = cfgs["t0"]["experiment"]
+    for tid in ("t0", "t1", "t2", "t3"):
+        _complete(mux, tid, cfgs[tid])
+    mux.on_trial_complete("t4", None, error=True)
+    plan = next(p for p in mux.plans if p.name == name)
+    assert plan.done and not plan.live
+    path = str(tmp_path / "state.pkl")
+    mux.save(path)
+    restored = StudySearcher(str(tmp_path), [])
+    restored.restore(path)
+    again = next(p for p in restored.plans if p.name == name)
+    assert restored.restored and not again.done and again.live == {"t4"}
+
+    broken = tmp_path / "broken.pkl"
+    broken.write_bytes(b"not a pickle")
+    fresh = StudySearcher(str(tmp_path), [])
+    fresh.restore(str(broken))
+    assert not fresh.restored and fresh.failure is not None and fresh.plans == []
+    with pytest.raises(RuntimeError, match="searcher failed"):
+        fresh.suggest("t9")
+    register_hooks(str(tmp_path), None)
+
+
+def test_search_saved_by_name_reloads_from_the_storage_of_the_resuming_driver(tmp_path):
+    """A search whose Optuna study lives in the study folder's SQLite file is saved without
+    the file's path, so a study folder that moved resumes from its new place."""
+    import shutil
+
+    import optuna
+
+    from study.searcher import make_searcher
+    from study.spec.params import Param
+
+    old = tmp_path / "old"
+    old.mkdir()
+    params = [Param(name="m", kind="float", low=-5.0, high=5.0)]
+    s = make_searcher(params, metric="val_acc", mode="max", seed=1, n_startup_trials=2,
+                      epochs=3, study_name="cell",
+                      storage=optuna.storages.RDBStorage(f"sqlite:///{old}/optuna.db"))
+    s.suggest("a")
+    s.suggest("b")
+    s.on_trial_complete("a", {"val_acc": 0.7, "epoch": 3, "training_iteration": 3})
+    s.save(str(tmp_path / "s.pkl"))
+    s._storage.engine.dispose()
+    new = tmp_path / "new"
+    shutil.move(str(old), str(new))
+    r = type(s).__new__(type(s))
+    r.restore_with_storage(str(tmp_path / "s.pkl"),
+                           optuna.storages.RDBStorage(f"sqlite:///{new}/optuna.db"))
+    assert [t.state.name for t in r._ot_study.trials] == ["COMPLETE", "RUNNING"]
+    r.on_trial_complete("b", {"val_acc": 0.8, "epoch": 3, "training_iteration": 3})
+    assert [t.value for t in r._ot_study.trials] == [0.7, 0.8]
+    assert not old.exists()
 
 
 class _Trial:
