@@ -108,7 +108,8 @@ class TruncationAwareOptunaSearch(OptunaSearch):
             pickle.dump(state, fh)
 
     def restore(self, checkpoint_path: str) -> None:
-        self.restore_with_storage(checkpoint_path, None)
+        """Tune's way: into a searcher made with its storage (or one in memory)."""
+        self.restore_with_storage(checkpoint_path, getattr(self, "_storage", None))
 
     def restore_with_storage(self, checkpoint_path: str, storage) -> None:
         """Restore (see :meth:`save`), then repair what a crashed driver can leave behind:
