@@ -30,7 +30,7 @@ def trial_spans(study_dir: str) -> List[Tuple[float, float]]:
 
     spans = []
     for rec in (r for recs in read_study_trials(study_dir).values() for r in recs):
-        lines = [json.loads(x) for x in open(os.path.join(rec.path, "result.json")) if x.strip()]
+        lines = rec.results()
         if lines:
             spans.append((lines[0]["timestamp"] - lines[0].get("time_this_iter_s", 0.0),
                           lines[-1]["timestamp"]))

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 import time
 
@@ -28,7 +27,7 @@ def trial_times(study_dir: str):
 
     out = []
     for rec in (r for recs in read_study_trials(study_dir).values() for r in recs):
-        lines = [json.loads(x) for x in open(os.path.join(rec.path, "result.json")) if x.strip()]
+        lines = rec.results()
         if not lines:
             continue
         out.append((lines[-1]["time_total_s"], sum(r.get("epoch_s", 0.0) for r in lines)))

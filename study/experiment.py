@@ -13,7 +13,6 @@ from typing import Any, Dict, List, Optional
 from lci.config import TrainConfig
 from lci.errors import LCIError
 
-from . import storage
 from .graph import ExperimentNode
 from .spec import StudySpec, set_path, with_params
 from .trials import EXPERIMENT_KEY, FAILED, FINISHED, TrialRecord, trial_folder_name
@@ -23,13 +22,10 @@ class StudyInterrupted(LCIError):
     """The study stopped before its trials finished (Ctrl-C, SIGTERM); ``--resume`` continues it."""
 
 
-LABEL = EXPERIMENT_KEY  # the config key naming a trial's experiment (study.multiplex)
-
-
 def trial_dirname(trial) -> str:
     """``<experiment>-<trial id>`` in the study folder: sorted by experiment, and short (Tune's
     default embeds every parameter and breaks long paths)."""
-    name = (trial.config or {}).get(LABEL)
+    name = (trial.config or {}).get(EXPERIMENT_KEY)
     return trial_folder_name(name, trial.trial_id) if name else trial.trial_id
 
 
@@ -51,12 +47,11 @@ class ExperimentContext:
 class Experiment:
     def __init__(self, node: ExperimentNode, ctx: ExperimentContext):
         self.node, self.ctx = node, ctx
-        self.path = storage.join(ctx.spec.study_dir, node.name)
 
     # ------------------------------------------------------------------------- configs
     def labels(self) -> Dict[str, Any]:
         return {"cell": self.node.cell.id, "phase": self.node.phase, "study": self.ctx.spec.name,
-                LABEL: self.node.name}
+                EXPERIMENT_KEY: self.node.name}
 
     def base_config(self, params: Dict[str, Any]) -> Dict[str, Any]:
         cfg = with_params(self.ctx.spec.phase_config(self.node.cell, self.node.phase), params)

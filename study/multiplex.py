@@ -38,7 +38,7 @@ from typing import Any, Dict, List, Optional, Protocol, Set, Tuple
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
-from .trials import TrialRecord
+from .trials import EXPERIMENT_KEY, TrialRecord
 
 logger = logging.getLogger(__name__)
 
@@ -117,14 +117,13 @@ def merge(base: Dict[str, Any], update: Dict[str, Any]) -> Dict[str, Any]:
 
 class StudySearcher(Searcher):
     def __init__(self, study_dir: str, plans: List[Plan], *, max_concurrent: Optional[int] = None,
-                 max_active: Optional[int] = None, label_key: str = "experiment"):
+                 max_active: Optional[int] = None):
         super().__init__(metric=None, mode=None)
         self.study_dir = study_dir
         index = {p.name: i for i, p in enumerate(plans)}
         self.plans = sorted(plans, key=lambda p: (PHASE_ORDER[p.phase], index[p.name]))
         self.max_concurrent = max_concurrent
         self.max_active = max_active      # experiments at once (1: one after another)
-        self.label_key = label_key
         self._subs: Dict[str, Searcher] = {}
         self._of: Dict[str, str] = {}     # trial id -> experiment name
         self.restored = False             # by restore(), from a saved state
@@ -188,7 +187,7 @@ class StudySearcher(Searcher):
             p.live.add(trial_id)
             self._of[trial_id] = p.name
             full = merge(p.base or {}, cfg)
-            full[self.label_key] = p.name
+            full[EXPERIMENT_KEY] = p.name
             p.configs[trial_id] = full
             return full
         return None  # nothing ready now (waiting for a search, or at a cap): Tune asks again
@@ -217,9 +216,6 @@ class StudySearcher(Searcher):
     def searches(self) -> Dict[str, Searcher]:
         """The sub-searchers of the experiments that started (name -> searcher)."""
         return dict(self._subs)
-
-    def ended(self) -> bool:
-        return all(p.done for p in self.plans)
 
     # ---------------------------------------------------------------------- save/restore
     def save(self, checkpoint_path: str) -> None:
@@ -280,14 +276,13 @@ class StudyTrialScheduler(FIFOScheduler):
     """FIFO for every trial, except that the trials of a search go through that search's own
     ASHA (made on first use from ``asha[experiment name]``, the ASHAScheduler arguments)."""
 
-    def __init__(self, asha: Dict[str, Dict[str, Any]], label_key: str = "experiment"):
+    def __init__(self, asha: Dict[str, Dict[str, Any]]):
         super().__init__()
         self.asha = asha
-        self.label_key = label_key
         self._subs: Dict[str, TrialScheduler] = {}
 
     def _sub(self, trial) -> Optional[TrialScheduler]:
-        name = (trial.config or {}).get(self.label_key)
+        name = (trial.config or {}).get(EXPERIMENT_KEY)
         if name not in self.asha:
             return None
         if name not in self._subs:

@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from ray import tune
 
-from .trials import FAILED_KEY
+from .trials import EXPERIMENT_KEY, FAILED_KEY
 from .trials import failure_reason as _reason_of
 
 _VIEWS: Dict[str, "StudyProgress"] = {}
@@ -125,11 +125,11 @@ class TrialEvents(tune.Callback):
     """Forwards the study's trial events to its :class:`StudyProgress`, each under the
     experiment named in the trial's config."""
 
-    def __init__(self, view_key: str, label_key: str = "experiment"):
-        self.view_key, self.label_key = view_key, label_key
+    def __init__(self, view_key: str):
+        self.view_key = view_key
 
     def _experiment(self, trial: Any) -> str:
-        return str((trial.config or {}).get(self.label_key, "?"))
+        return str((trial.config or {}).get(EXPERIMENT_KEY, "?"))
 
     def on_trial_start(self, iteration: int, trials: List[Any], trial: Any, **info) -> None:
         v = view(self.view_key)

@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, List, Optional
 from lci.errors import LCIError
 
 from . import storage, tune_compat
-from .experiment import (LABEL, Experiment, ExperimentContext, StudyInterrupted,  # noqa: F401
+from .experiment import (Experiment, ExperimentContext, StudyInterrupted,  # noqa: F401
                          trial_dirname, trial_name)
 from .graph import ExperimentNode, build_graph, study_width
 from .lock import StudyLock
@@ -152,6 +152,7 @@ class StudyRunner:
         self.searcher: Optional[StudySearcher] = None  # the live one, once Tune runs it
         self._ctx: Optional[ExperimentContext] = None
         self._resuming = False
+        self._on_disk: Dict[str, List[Any]] = {}  # trials found at start (only when resuming)
 
     # --------------------------------------------------------------------------- setup
     def check(self) -> None:
@@ -207,7 +208,7 @@ class StudyRunner:
             if cmd:
                 self.echo(f"  watch the searches: {cmd}")
         # what an earlier driver ended: whole experiments, and trials of interrupted ones
-        on_disk = read_study_trials(self.dir) if self.resume else {}
+        on_disk = self._on_disk = read_study_trials(self.dir) if self.resume else {}
         done_before = 0
         for n in self.nodes:
             if self.state.experiment_done(n.name):
@@ -261,19 +262,19 @@ class StudyRunner:
             return tune.Tuner.restore(self.tune_dir, trainable, resume_unfinished=True,
                                       resume_errored=True)
         # trial folders of a driver that died before Tune saved its state
-        for recs in read_study_trials(self.dir).values():
+        for recs in self._on_disk.values():
             for r in recs:
                 storage.remove_tree(r.path)
         for e in self.experiments.values():
             e.fresh_start()
         plans = [Plan(n.name, n.phase, n.trials, n.needs, n.cap) for n in self.nodes]
         searcher = StudySearcher(self.dir, plans, max_concurrent=self.max_concurrent,
-                                 max_active=self.max_experiments, label_key=LABEL)
+                                 max_active=self.max_experiments)
         asha = {name: a for name, e in self.experiments.items() if (a := e.asha())}
         return tune.Tuner(
             trainable, param_space={},
             tune_config=tune.TuneConfig(
-                search_alg=searcher, scheduler=StudyTrialScheduler(asha, label_key=LABEL),
+                search_alg=searcher, scheduler=StudyTrialScheduler(asha),
                 num_samples=sum(n.trials for n in self.nodes),
                 # a slot's worker process goes on to the next trial, of any cell: no new
                 # process (torch and Tune imports) per trial, and data sets stay memoized

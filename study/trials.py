@@ -74,6 +74,10 @@ class TrialRecord:
     def failed(self, epochs: Optional[int] = None) -> bool:
         return self.status(epochs) == FAILED
 
+    def results(self) -> List[Dict[str, Any]]:
+        """Every result of the trial (the lines of Tune's ``result.json``)."""
+        return _result_lines(self.path)
+
     def reason(self) -> str:
         """One line on why the trial failed (empty when it did not)."""
         return failure_reason(self.last, self.error_text)
@@ -101,12 +105,16 @@ def read_result_lines(text: str) -> List[Dict[str, Any]]:
     return out
 
 
+def _result_lines(trial_path: str) -> List[Dict[str, Any]]:
+    return read_result_lines(storage.read_text(storage.join(trial_path, "result.json")) or "")
+
+
 def read_trial(path: str, name: Optional[str] = None) -> Optional[TrialRecord]:
     """One trial folder (one with Tune's ``params.json``), or None when it is not one."""
     params = storage.read_text(storage.join(path, "params.json"))
     if params is None:
         return None
-    lines = read_result_lines(storage.read_text(storage.join(path, "result.json")) or "")
+    lines = _result_lines(path)
     last = lines[-1] if lines else {}
     return TrialRecord(trial_id=last.get("trial_id", name or path.rstrip("/").rsplit("/", 1)[-1]),
                        path=path, config=json.loads(params), last=last, n_results=len(lines),
