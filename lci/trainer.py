@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from . import checkpoint as ckpt
+from . import provenance
 from .augment import Augmenter
 from .config import TrainConfig
 from .confidence import label_confidence
@@ -380,6 +381,8 @@ class Trainer:
 
     def finish(self) -> Dict[str, Any]:
         res = self.result()
+        # code, software, machine, data and noisy-label digests (lci/provenance.py)
+        res["provenance"] = provenance.collect(self.data, self.train_idx, self.y_noisy, self.device)
         if self.writer:
             self.writer.write_result(res)
             self.writer.write_label_issues(self.label_issues())
