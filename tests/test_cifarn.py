@@ -143,3 +143,18 @@ def test_noise_names():
         parse_noise("human:clean")
     with pytest.raises(ConfigError, match="needs dataset 'cifar10', 'cifar100'"):
         TrainConfig(dataset="digits", noise="human:aggre")
+
+
+def test_cifar_n_preset_skips_the_other_datasets_keys():
+    from study import load_spec
+    from study.spec.keys import SpecError
+
+    spec = load_spec("cifar_n")
+    ids = {c.id for c in spec.cells}
+    assert len(ids) == 16                          # 4 methods x (3 CIFAR-10N + 1 CIFAR-100N)
+    assert "cifar100_lci_gce_human-noisy" in ids and "cifar10_ce_human-worse" in ids
+    assert not any(i.startswith("cifar10_") and i.endswith("human-noisy") for i in ids)
+    assert not any(i.startswith("cifar100_") and "human-aggre" in i for i in ids)
+    with pytest.raises(SpecError, match="'human:noisy'.*applies to 'cifar100'"):
+        load_spec({"name": "x", "fixed": {"dataset": "cifar10"}, "noise": ["human:noisy"],
+                   "methods": ["ce"]})
