@@ -4,6 +4,7 @@ as UCSC-REAL/cifar-10-100n publishes them)."""
 from __future__ import annotations
 
 import json
+import zipfile
 
 import numpy as np
 import pytest
@@ -39,11 +40,26 @@ def _human10(y_clean, seed=0):
     return out
 
 
+def _as_written_by_numpy1(path):
+    """The published label files were pickled under numpy 1, whose arrays name
+    ``numpy.core.multiarray._reconstruct`` (numpy 2 writes ``numpy._core``): rewrite the
+    pickle inside torch's zip so the test reads what the real files hold."""
+    with zipfile.ZipFile(path) as z:
+        parts = {n: z.read(n) for n in z.namelist()}
+    pkl = next(n for n in parts if n.endswith("/data.pkl"))
+    assert b"numpy._core.multiarray" in parts[pkl]
+    parts[pkl] = parts[pkl].replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+        for n, data in parts.items():
+            z.writestr(n, data)
+
+
 @pytest.fixture
 def cifar10n(tmp_path):
     _, y_train, *_ = write_cifar10(tmp_path, n_train=N_TRAIN, n_test=10)
     labels = _human10(y_train)
     torch.save(labels, tmp_path / "CIFAR-10_human.pt")
+    _as_written_by_numpy1(tmp_path / "CIFAR-10_human.pt")
     return tmp_path, labels
 
 

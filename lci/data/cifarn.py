@@ -46,7 +46,10 @@ def _read(path: str) -> Dict[str, np.ndarray]:
 
     # weights_only: a label file never needs to run code; the numpy names its pickle uses
     # (numpy 1 wrote numpy.core..., numpy 2 writes numpy._core...) are allowed by name
-    from numpy._core import multiarray
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # numpy 1
+        from numpy.core import multiarray
 
     allow = [multiarray._reconstruct, (multiarray._reconstruct,
                                        "numpy.core.multiarray._reconstruct"),
