@@ -60,7 +60,10 @@ def _read(path: str) -> Dict[str, np.ndarray]:
         with torch.serialization.safe_globals(allow):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # not a torch file, or a pickle of anything but arrays
-        msg = str(e).strip().splitlines()[-1][:200] if str(e).strip() else type(e).__name__
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        # torch's weights-only refusal is many lines; the one naming the global is the point
+        msg = next((ln for ln in lines if "Unsupported global" in ln),
+                   lines[0] if lines else type(e).__name__)[:200]
         raise DataError(f"{path!r} is not a CIFAR-N label file (torch.save of a dict of int "
                         f"arrays): {msg}") from None
     if not isinstance(obj, dict):
