@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
-import threading
 from typing import Any, Callable, Dict, List, Optional
 
 from lci.errors import LCIError
@@ -26,6 +24,7 @@ from .multiplex import Plan, StudySearcher, StudyTrialScheduler, register_hooks
 from .preflight import check_search_files, check_services
 from .progress import StudyProgress, TrialEvents
 from .results import Summary, best_trial, get_path, mean_std
+from .signals import StopSignals
 from .spec import StudySpec
 from .state import StudyState
 from .trials import FAILED, INCOMPLETE, TRIALS_DIR, read_study_trials
@@ -195,10 +194,10 @@ class StudyRunner:
         self.state.open(self.spec.to_json())
 
     def context(self) -> ExperimentContext:
-        from .searcher import optuna_storage
+        from .optuna_storage import resolve_optuna_storage
 
         spec = self.spec
-        opt = optuna_storage(spec.optuna_storage, self.dir) if spec.search else None
+        opt = resolve_optuna_storage(spec.optuna_storage, self.dir) if spec.search else None
         return ExperimentContext(spec=spec, optuna_storage=opt)
 
     # ------------------------------------------------------------------------------ run
@@ -450,32 +449,6 @@ class StudyRunner:
 
 
 # ----------------------------------------------------------------------------- entry point
-class _Signals:
-    """SIGINT and SIGTERM (how schedulers and ``kill`` stop jobs) both stop the study the way
-    Ctrl-C stops one Tune run: the study's Tune run saves its state, the driver exits 130
-    (SIGINT) or 143 (SIGTERM) with the ``--resume`` line."""
-
-    def __init__(self):
-        self.received: Optional[int] = None
-        self._old: Dict[int, Any] = {}
-
-    def __enter__(self) -> "_Signals":
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.received is not None:  # a second Ctrl-C: stop waiting for the snapshots
-            raise KeyboardInterrupt
-        self.received = signum
-        tune_compat.STOP.set()
-
-    def __exit__(self, *exc) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
-
 def run_study(spec: StudySpec, *, address: Optional[str] = None, resume: bool = False,
               max_concurrent: Optional[int] = None, num_cpus: Optional[int] = None,
               echo: Callable[[str], None] = print) -> Summary:
@@ -493,7 +466,7 @@ def run_study(spec: StudySpec, *, address: Optional[str] = None, resume: bool = 
         runner.slots = check_resources(spec, cluster=bool(address))
         runner.prepare()
         prepared = True
-        with _Signals() as sig:
+        with StopSignals() as sig:
             try:
                 return runner.run()
             except StudyInterrupted as e:
