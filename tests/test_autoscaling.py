@@ -1,0 +1,84 @@
+"""Studies on Ray's own autoscaler (v1 and v2) with its fake multi-node provider
+(tests/fakecluster.py): a head that takes no trial and no worker, as cluster.yaml and the
+KubeRay manifests start; `lci sweep --address` makes the autoscaler launch the workers, to
+max_workers at once, and a worker taken away mid-trial (a spot reclaim) costs only the epochs
+after the last checkpoint. Nothing waits for an amount of time: every step waits for an event
+(a ready file, a checkpoint on disk, the driver's exit)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+import faultkit
+from fakecluster import FakeAutoscalingCluster, kill_node, node_of
+
+pytestmark = pytest.mark.slow
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+WORKER = "worker.cpu"
+
+
+def _cluster(v2: bool, max_workers: int, cpus: int = 1) -> FakeAutoscalingCluster:
+    env = dict(os.environ)
+    # the trials' workers run in processes the autoscaler starts: they import this checkout
+    env["PYTHONPATH"] = os.pathsep.join([ROOT, env.get("PYTHONPATH", "")])
+    return FakeAutoscalingCluster(
+        {WORKER: {"resources": {"CPU": cpus}, "node_config": {}, "min_workers": 0,
+                  "max_workers": max_workers}}, v2=v2, env=env)
+
+
+def _spec(tmp_path, name: str, seeds: int, epochs: int) -> str:
+    spec = {"name": name,
+            "fixed": {"dataset": "digits", "epochs": epochs, "checkpoint_every": 1,
+                      "eval_train": False},
+            "noise": ["sym:0.6"], "methods": ["lci"], "evaluation": {"seeds": seeds},
+            "resources": {"cpu": 1, "gpu": 0}, "max_failures": 2}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return str(path)
+
+
+def _finished(study_dir: str, epochs: int):
+    from study.trials import read_study_trials
+
+    return [r for recs in read_study_trials(study_dir).values() for r in recs
+            if r.finished(epochs)]
+
+
+@pytest.mark.parametrize("v2", [False, True], ids=["autoscaler_v1", "autoscaler_v2"])
+def test_study_starts_on_zero_workers_and_scales_to_max_at_once(tmp_path, v2):
+    """No worker at the start: the study is accepted (autoscaler v2 writes no
+    ``__autoscaling_status``), its pending trials show the autoscaler a demand for all of
+    max_workers nodes at once (not one node per trial that starts), the autoscaler launches
+    them, and the study completes."""
+    max_workers, seeds, epochs = 2, 2, 2
+    spec = _spec(tmp_path, "scale", seeds, epochs)
+    with _cluster(v2, max_workers) as cluster:
+        watcher = cluster.watch(str(tmp_path / "watch.jsonl"))
+        try:
+            r = subprocess.run([sys.executable, "-m", "lci_study", "sweep", spec, "--address",
+                                cluster.address, "--storage", str(tmp_path / "res")],
+                               capture_output=True, text=True, env=cluster.env, timeout=600,
+                               cwd=tmp_path)
+        finally:
+            seen = watcher.stop()
+        out = r.stdout + r.stderr
+        assert r.returncode == 0, out[-4000:]
+        assert "autoscaler" in out and f"(v{2 if v2 else 1})" in out, out[-4000:]
+    assert seen and seen[0]["workers"] == 0, seen[:3]          # it started with no worker
+    # the trials' demand reached the autoscaler whole: both bundles pending at one moment
+    assert max(s["pending"] for s in seen) >= max_workers, seen
+    # ... and the autoscaler went to max_workers nodes (GCS node table: every node ever)
+    assert seen[-1]["workers"] == max_workers, seen
+    assert max(s["alive"] for s in seen) == max_workers, seen
+    study_dir = str(tmp_path / "res" / "scale")
+    state = json.load(open(os.path.join(study_dir, "study_state.json")))
+    assert {k: v["status"] for k, v in state["experiments"].items()} == {
+        "lci_gce_sym0.6__eval": "done"}
+    assert sorted(r.config["seed"] for r in _finished(study_dir, epochs)) == list(range(seeds))
