@@ -82,3 +82,69 @@ def test_study_starts_on_zero_workers_and_scales_to_max_at_once(tmp_path, v2):
     assert {k: v["status"] for k, v in state["experiments"].items()} == {
         "lci_gce_sym0.6__eval": "done"}
     assert sorted(r.config["seed"] for r in _finished(study_dir, epochs)) == list(range(seeds))
+
+
+def test_node_taken_away_mid_trial_resumes_from_checkpoint_on_another_node(tmp_path):
+    """Two trials, each on a worker the autoscaler (v2) launched, hold after epoch 1 (their
+    checkpoint written). One worker node is then taken away whole (raylet, agents, the trial's
+    process: a spot reclaim). The trial is retried on another node from its epoch-1
+    checkpoint (its next epoch is 2, not 1); the study completes and each planned trial ran
+    to its end exactly once."""
+    from study.trials import read_study_trials
+
+    epochs, seeds = 3, 2
+    spec = _spec(tmp_path, "reclaim", seeds, epochs)
+    control = tmp_path / "control"
+    os.makedirs(control)
+    open(control / "hold", "w").close()
+    study_dir = str(tmp_path / "res" / "reclaim")
+    # room for a replacement node beside the two that run the trials
+    with _cluster(True, max_workers=3) as cluster:
+        log = open(tmp_path / "driver.log", "w")
+        p = subprocess.Popen([sys.executable, os.path.join(HERE, "held_driver.py"),
+                              str(control), spec, "--address", cluster.address, "--storage",
+                              str(tmp_path / "res")],
+                             stdout=log, stderr=subprocess.STDOUT, env=cluster.env,
+                             cwd=tmp_path)
+        try:
+            def alive():
+                assert p.poll() is None, (tmp_path / "driver.log").read_text()[-4000:]
+                return True
+
+            held = faultkit.wait_for(
+                lambda: alive() and len(faultkit.ready(str(control))) == seeds and
+                faultkit.ready(str(control)), "both trials to hold after epoch 1")
+            assert len({h["node_id"] for h in held}) == seeds  # one trial per worker node
+            victim = held[0]
+
+            def recorded():  # checkpoint on disk and the driver has the result with it
+                recs = {r.trial_id: r for v in read_study_trials(study_dir).values()
+                        for r in v}
+                r = recs.get(victim["trial_id"])
+                return alive() and r is not None and r.epoch == 1 and any(
+                    n.startswith("checkpoint_") for n in os.listdir(r.path)) and r
+
+            trial = faultkit.wait_for(recorded, "the victim's epoch-1 checkpoint")
+            os.unlink(control / "hold")  # the retry runs straight through
+            killed = kill_node(node_of(victim["pid"]))
+            assert victim["pid"] in killed
+            open(control / "release-all", "w").close()
+            rc = p.wait(timeout=600)
+        finally:
+            if p.poll() is None:
+                p.kill()
+            log.close()
+        out = (tmp_path / "driver.log").read_text()
+        assert rc == 0, out[-4000:]
+    recs = [r for v in read_study_trials(study_dir).values() for r in v]
+    assert len(recs) == seeds and all(r.finished(epochs) for r in recs), out[-4000:]
+    assert sorted(r.config["seed"] for r in recs) == list(range(seeds))
+    state = json.load(open(os.path.join(study_dir, "study_state.json")))
+    assert state["experiments"]["lci_gce_sym0.6__eval"] == {
+        "status": "done", "trials": seeds, "finished": seeds, "failed": 0}
+    lines = {r.trial_id: r.results() for r in recs}[victim["trial_id"]]
+    assert [x["epoch"] for x in lines] == list(range(1, epochs + 1))  # nothing repeated
+    assert lines[0]["pid"] == victim["pid"]
+    after = [x for x in lines if x["pid"] != victim["pid"]]
+    assert [x["epoch"] for x in after] == list(range(2, epochs + 1))  # resumed at epoch 2
+    assert trial.path == {r.trial_id: r for r in recs}[victim["trial_id"]].path
