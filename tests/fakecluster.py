@@ -77,9 +77,10 @@ def _cmdlines() -> Dict[int, str]:
 
 class FakeAutoscalingCluster:
     """A head with ``head_resources`` (``{"CPU": 0}``: no trial on the head) and the autoscaler
-    of Ray's fake multi-node provider, which launches the ``worker_types`` on demand."""
+    of Ray's fake multi-node provider, which launches the ``worker_types`` on demand.
+    ``worker_types=None``: a plain head (``ray start --head``, whose monitor is read-only)."""
 
-    def __init__(self, worker_types: Dict[str, dict], *, v2: bool,
+    def __init__(self, worker_types: Optional[Dict[str, dict]], *, v2: bool,
                  head_resources: Optional[Dict[str, float]] = None,
                  idle_timeout_minutes: float = 5.0, env: Optional[dict] = None):
         self.v2 = v2
@@ -103,7 +104,7 @@ class FakeAutoscalingCluster:
         self.head_cpus = head.pop("CPU", 0)
         types = {HEAD_TYPE: {"resources": dict(head, CPU=self.head_cpus), "node_config": {},
                              "max_workers": 0}}
-        types.update(worker_types)
+        types.update(worker_types or {})
         # "external" with the fake provider's class is the provider "fake_multinode" is, less
         # the defaults file that type reads and the wheel lacks (fake_multi_node/example.yaml)
         provider = {"type": "external", "module": FAKE_PROVIDER, "use_node_id_as_ip": True,
@@ -114,7 +115,7 @@ class FakeAutoscalingCluster:
             provider.update({"launch_multiple": True, "head_node_id": FAKE_HEAD_NODE_ID})
         self.config = {
             "cluster_name": "lci-fake", "max_workers": sum(
-                int(t.get("max_workers", 0)) for t in worker_types.values()),
+                int(t.get("max_workers", 0)) for t in (worker_types or {}).values()),
             "provider": provider, "available_node_types": types, "head_node_type": HEAD_TYPE,
             "auth": {}, "upscaling_speed": 1.0, "idle_timeout_minutes": idle_timeout_minutes,
             "docker": {}, "initialization_commands": [], "setup_commands": [],
@@ -122,17 +123,19 @@ class FakeAutoscalingCluster:
             "head_start_ray_commands": [], "worker_start_ray_commands": [], "file_mounts": {},
             "cluster_synced_files": [], "file_mounts_sync_continuously": False,
             "rsync_exclude": [], "rsync_filter": []}
-        self.config_path = os.path.join(self.temp_dir, "autoscaling.json")
+        self.config_path = (os.path.join(self.temp_dir, "autoscaling.json")
+                            if worker_types is not None else None)
         self.log_path = os.path.join(self.temp_dir, "start.log")
 
     # ------------------------------------------------------------------------ lifecycle
     def start(self) -> "FakeAutoscalingCluster":
-        with open(self.config_path, "w") as fh:
-            json.dump(self.config, fh)
         cmd = [ray_bin(), "start", "--head", f"--port={self.port}",
-               f"--num-cpus={self.head_cpus:g}", "--num-gpus=0",
-               f"--autoscaling-config={self.config_path}", f"--temp-dir={self.temp_dir}",
+               f"--num-cpus={self.head_cpus:g}", "--num-gpus=0", f"--temp-dir={self.temp_dir}",
                "--include-dashboard=false", "--disable-usage-stats"]
+        if self.config_path:
+            with open(self.config_path, "w") as fh:
+                json.dump(self.config, fh)
+            cmd.append(f"--autoscaling-config={self.config_path}")
         with open(self.log_path, "w") as log:
             r = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env,
                                timeout=300)

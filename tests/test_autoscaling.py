@@ -148,3 +148,46 @@ def test_node_taken_away_mid_trial_resumes_from_checkpoint_on_another_node(tmp_p
     after = [x for x in lines if x["pid"] != victim["pid"]]
     assert [x["epoch"] for x in after] == list(range(2, epochs + 1))  # resumed at epoch 2
     assert trial.path == {r.trial_id: r for r in recs}[victim["trial_id"]].path
+
+
+REPORT_CONFIG = """
+import sys
+from ray._raylet import GcsClient
+from ray.core.generated.autoscaler_pb2 import ClusterConfig
+cfg = ClusterConfig()
+group = cfg.node_group_configs.add(name="worker.small", min_count=0, max_count=4)
+group.resources["CPU"] = 2
+GcsClient(address=sys.argv[1]).report_cluster_config(cfg.SerializeToString())
+"""
+
+
+def test_trial_larger_than_every_node_is_refused_without_an_autoscaler_or_node_type(tmp_path):
+    """A plain head (`ray start --head`: its monitor is read-only, though it writes the
+    autoscaler status key) is no autoscaling cluster: a trial larger than its node is refused
+    at once (exit 2, nothing written) instead of waiting forever. Where the GCS holds the node
+    types an autoscaler can add (a reported cluster config), a trial larger than all of them
+    is refused too, naming them."""
+    spec_path = tmp_path / "big.yaml"
+    spec_path.write_text(yaml.safe_dump({
+        "name": "big", "fixed": {"dataset": "digits", "epochs": 1},
+        "noise": ["sym:0.6"], "methods": ["lci"], "evaluation": {"seeds": 1},
+        "resources": {"cpu": 4, "gpu": 0}}))
+    storage = tmp_path / "res"
+    with FakeAutoscalingCluster(None, v2=False, head_resources={"CPU": 2}) as head:
+        def sweep():
+            return subprocess.run([sys.executable, "-m", "lci_study", "sweep", str(spec_path),
+                                   "--address", head.address, "--storage", str(storage)],
+                                  capture_output=True, text=True, env=head.env, timeout=300,
+                                  cwd=tmp_path)
+
+        r = sweep()
+        assert r.returncode == 2, (r.stdout + r.stderr)[-3000:]
+        assert "needs cpu=4 gpu=0, but no node of the cluster has that much (nodes: 2 CPU / " \
+               "0 GPU)" in r.stderr, r.stderr[-3000:]
+        subprocess.run([sys.executable, "-c", REPORT_CONFIG, head.address], env=head.env,
+                       check=True, timeout=120)
+        r = sweep()
+        assert r.returncode == 2, (r.stdout + r.stderr)[-3000:]
+        assert "nor any node type its autoscaler can add (worker.small: 2 CPU / 0 GPU)" \
+            in r.stderr, r.stderr[-3000:]
+    assert not (storage / "big").exists() or not os.listdir(storage / "big")
