@@ -143,6 +143,13 @@ class FakeAutoscalingCluster:
             text = open(self.log_path).read()[-3000:]
             self.shutdown()
             raise RuntimeError(f"ray start failed ({r.returncode}):\n{text}")
+        if self.config_path:  # up = its autoscaler has reported once (as after `ray up`)
+            r = subprocess.run([sys.executable, os.path.abspath(__file__), "ready",
+                                self.address, "1" if self.v2 else "0"], env=self.env,
+                               capture_output=True, text=True, timeout=300)
+            if r.returncode != 0:
+                self.shutdown()
+                raise RuntimeError(f"the autoscaler did not report:\n{r.stderr[-3000:]}")
         return self
 
     def processes(self) -> List[int]:
@@ -250,6 +257,25 @@ def watch_main(address: str, out: str, stop: str) -> int:
             time.sleep(0.05)
 
 
+def ready_main(address: str, v2: str) -> int:
+    """Wait for the autoscaler's first report: v1 its status key, v2 its state in the GCS."""
+    import ray
+    from ray._private.ray_constants import DEBUG_AUTOSCALING_STATUS
+    from ray.autoscaler.v2.sdk import get_cluster_status
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    ray.init(address=address, logging_level="ERROR")
+
+    def reported():
+        if v2 == "1":
+            return get_cluster_status(address).stats.autoscaler_version not in ("", "0")
+        return _internal_kv_get(DEBUG_AUTOSCALING_STATUS) is not None
+
+    while not reported():
+        time.sleep(0.1)
+    return 0
+
+
 def node_of(pid: int) -> int:
     """The raylet a Ray worker process belongs to (its parent)."""
     with open(f"/proc/{pid}/stat") as fh:
@@ -291,4 +317,6 @@ def kill_node(raylet_pid: int) -> List[int]:
 if __name__ == "__main__":
     if sys.argv[1] == "watch":
         sys.exit(watch_main(*sys.argv[2:5]))
-    sys.exit(f"usage: {sys.argv[0]} watch ADDRESS OUT STOP")
+    if sys.argv[1] == "ready":
+        sys.exit(ready_main(*sys.argv[2:4]))
+    sys.exit(f"usage: {sys.argv[0]} watch ADDRESS OUT STOP | ready ADDRESS V2")

@@ -175,7 +175,8 @@ KUBERAY_VERSION = "v1.7.0"
 
 
 def _crd_dir() -> str:
-    """LCI_KUBERAY_CRDS (relative to the checkout: .ci/run sets ../shared/kuberay-v1.7.0)."""
+    """LCI_KUBERAY_CRDS, relative to the checkout (.ci/run points it at the CRDs kept beside
+    the clone when they are there)."""
     d = os.environ.get("LCI_KUBERAY_CRDS")
     return os.path.join(ROOT, d) if d else os.path.join(
         ROOT, "tests", "data", f"kuberay-{KUBERAY_VERSION}")
