@@ -6,10 +6,8 @@ import functools
 import json
 import os
 import re
-import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,6 +15,8 @@ import time
 
 import pytest
 import yaml
+
+from fakecluster import auth_env, free_port, ray_bin
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -383,36 +383,17 @@ def test_rayjob_entrypoints_are_commands_lci_sweep_accepts(tmp_path):
         assert not os.listdir(tmp_path)  # a dry run writes nothing
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _auth_env() -> dict:
-    """Environment for the head node and the driver. Recent Ray enables token authentication;
-    unless the environment turns it off (RAY_AUTH_MODE=disabled), run the cluster with a
-    token of its own, given to both sides (RAY_AUTH_TOKEN wins over ~/.ray/auth_token)."""
-    env = dict(os.environ)
-    env.pop("RAY_ADDRESS", None)
-    if env.get("RAY_AUTH_MODE", "token").lower() != "disabled":
-        env["RAY_AUTH_MODE"] = "token"
-        env["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
-    return env
-
-
 @pytest.fixture
 def head_node():
     """`ray start --head --block` in its own process group and temp dir; stopped by SIGTERM
     to that process at teardown (not `ray stop`, which kills every Ray process on the
     machine, the test session's own Ray included)."""
-    env = _auth_env()
-    port = _free_port()
+    env = auth_env()
+    port = free_port()
     temp_dir = tempfile.mkdtemp(prefix="rayh", dir="/tmp")  # short: socket paths are limited
     log = open(os.path.join(temp_dir, "head.log"), "w")
     proc = subprocess.Popen(
-        # the `ray` of this interpreter's environment (PATH may not have its bin folder)
-        [os.path.join(os.path.dirname(sys.executable), "ray"), "start", "--head", "--num-cpus=2", f"--port={port}", "--disable-usage-stats",
+        [ray_bin(), "start", "--head", "--num-cpus=2", f"--port={port}", "--disable-usage-stats",
          "--include-dashboard=false", f"--temp-dir={temp_dir}", "--block"],
         stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
