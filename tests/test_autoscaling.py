@@ -84,8 +84,9 @@ def test_study_starts_on_zero_workers_and_scales_to_max_at_once(tmp_path, v2):
     assert sorted(r.config["seed"] for r in _finished(study_dir, epochs)) == list(range(seeds))
 
 
-def test_node_taken_away_mid_trial_resumes_from_checkpoint_on_another_node(tmp_path):
-    """Two trials, each on a worker the autoscaler (v2) launched, hold after epoch 1 (their
+@pytest.mark.parametrize("v2", [False, True], ids=["autoscaler_v1", "autoscaler_v2"])
+def test_node_taken_away_mid_trial_resumes_from_checkpoint_on_another_node(tmp_path, v2):
+    """Two trials, each on a worker the autoscaler launched, hold after epoch 1 (their
     checkpoint written). One worker node is then taken away whole (raylet, agents, the trial's
     process: a spot reclaim). The trial is retried on another node from its epoch-1
     checkpoint (its next epoch is 2, not 1); the study completes and each planned trial ran
@@ -99,7 +100,7 @@ def test_node_taken_away_mid_trial_resumes_from_checkpoint_on_another_node(tmp_p
     open(control / "hold", "w").close()
     study_dir = str(tmp_path / "res" / "reclaim")
     # room for a replacement node beside the two that run the trials
-    with _cluster(True, max_workers=3) as cluster:
+    with _cluster(v2, max_workers=3) as cluster:
         log = open(tmp_path / "driver.log", "w")
         p = subprocess.Popen([sys.executable, os.path.join(HERE, "held_driver.py"),
                               str(control), spec, "--address", cluster.address, "--storage",
