@@ -15,7 +15,8 @@ from lci.errors import LCIError
 
 from .graph import ExperimentNode
 from .spec import StudySpec, set_path, with_params
-from .trials import EXPERIMENT_KEY, FAILED, FINISHED, TrialRecord, trial_folder_name
+from .trials import (EXPERIMENT_KEY, FAILED, FINISHED, FUSED_KEY, TrialRecord,
+                     trial_folder_name)
 
 
 class StudyInterrupted(LCIError):
@@ -44,6 +45,11 @@ class ExperimentContext:
         return int(self.spec.fixed.get("threads") or max(1, int(self.spec.cpu)))
 
 
+def _seeds_config(seeds: List[int]) -> Dict[str, Any]:
+    # a fused trial's ``seed`` is its first seed, so its config is a valid TrainConfig
+    return {"seed": seeds[0], FUSED_KEY: list(seeds)} if len(seeds) > 1 else {"seed": seeds[0]}
+
+
 class Experiment:
     def __init__(self, node: ExperimentNode, ctx: ExperimentContext):
         self.node, self.ctx = node, ctx
@@ -62,15 +68,16 @@ class Experiment:
         return int(TrainConfig.from_known(cfg).resolved().epochs)
 
     def trial_configs(self) -> List[Dict[str, Any]]:
-        """Evaluation: one config per seed; sweep: values x seeds (the value varies slowest)."""
+        """Evaluation: one config per seed; sweep: values x seeds (the value varies slowest).
+        With ``fuse_seeds`` one config per value holds all the seeds (``FUSED_KEY``)."""
         spec, phase = self.ctx.spec, self.node.phase
         if phase == "evaluation":
-            return [{"seed": s} for s in spec.evaluation.seeds]
+            return [_seeds_config(g) for g in spec.evaluation.seed_groups()]
         sw = spec.sweep
         out = []
         for v in sw.values:
-            for s in sw.seeds:
-                c: Dict[str, Any] = {"seed": s}
+            for g in sw.seed_groups():
+                c = _seeds_config(g)
                 set_path(c, sw.param.path, v)
                 out.append(c)
         return out

@@ -109,10 +109,28 @@ def _result_lines(trial_path: str) -> List[Dict[str, Any]]:
     return read_result_lines(storage.read_text(storage.join(trial_path, "result.json")) or "")
 
 
+#: The config label of a fused trial (``fuse_seeds`` in a spec): the seeds it trains as one
+#: network (:mod:`lci.fused`). Its Tune folder only holds the fused checkpoint; each seed's run
+#: is a trial folder of its own, ``<folder>-s<seed>`` (:func:`member_folder_name`), with the
+#: files an unfused trial of that seed has, so everything that reads trials reads those.
+FUSED_KEY = "fused_seeds"
+
+
+def is_fused_container(config: Mapping[str, Any]) -> bool:
+    """The Tune folder of a fused trial: not a run itself (its seeds' folders are)."""
+    return FUSED_KEY in config
+
+
+def member_folder_name(folder: str, seed: int) -> str:
+    """The trial folder of one seed of the fused trial in ``folder`` (a sibling of it)."""
+    return f"{folder}-s{seed}"
+
+
 def read_trial(path: str, name: Optional[str] = None) -> Optional[TrialRecord]:
-    """One trial folder (one with Tune's ``params.json``), or None when it is not one."""
+    """One trial folder (one with Tune's ``params.json``), or None when it is not one (a
+    fused trial's own folder is none either: its seeds' folders are read instead)."""
     params = storage.read_text(storage.join(path, "params.json"))
-    if params is None:
+    if params is None or is_fused_container(json.loads(params)):
         return None
     lines = _result_lines(path)
     last = lines[-1] if lines else {}
