@@ -4,6 +4,8 @@ unfused study of the same spec gives: one trial folder per seed, the same tables
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -92,3 +94,50 @@ def test_fused_trials_per_cell(tmp_path):
     spec = load_spec(raw, storage=str(tmp_path))
     # evaluation: one trial per cell; sweep: values x seeds
     assert spec.trial_counts() == {"search": 0, "evaluation": 2, "sweep": 4, "total": 6}
+
+
+@pytest.mark.slow
+def test_fused_trial_resumes_and_outlives_a_diverged_member(ray_session, tmp_path):
+    """A fused trial that fails after epoch 1 resumes from its checkpoint (Tune's retry), and
+    when member 1 diverges in epoch 2, members 0 and 2 run to the end, equal to a fused run
+    that nobody disturbed; member 1's folder says why it ended."""
+    import faultkit
+    from ray import tune
+
+    from lci.config import TrainConfig
+    from lci.fused import FusedTrainer
+    from study.experiment import trial_dirname
+    from study.trials import read_result_lines, read_trials
+
+    faultkit.configure(str(tmp_path / "markers"), hold_at=1)
+    base = {"dataset": "digits", "noise": "sym:0.4", "epochs": 3, "batch_size": 64,
+            "train_subset": 512, "threads": 1, "checkpoint_every": 1, "method": "lci"}
+    labels = {"cell": "c", "phase": "evaluation", "study": "s", "experiment": "c__eval"}
+    grid = tune.Tuner(
+        faultkit.make_held_trainable(cpu=1, fn=faultkit.fused_fault_trainable),
+        param_space={**base, **labels, "seed": 0, FUSED_KEY: [0, 1, 2]},
+        tune_config=tune.TuneConfig(trial_dirname_creator=trial_dirname),
+        run_config=tune.RunConfig(name="trials", storage_path=str(tmp_path / "s"), verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=1))).fit()
+    assert grid.num_errors == 0 and len(os.listdir(tmp_path / "markers")) == 1  # one retry
+    # the retry went on from epoch 1's checkpoint (a fresh start would report epoch 1 again)
+    reports = read_result_lines((Path(grid[0].path) / "result.json").read_text())
+    assert [r["epoch"] for r in reports] == [1, 2, 3]
+    assert [r["members_live"] for r in reports] == [3, 2, 2]
+
+    recs = {r.config["seed"]: r for r in read_trials(str(tmp_path / "s" / "trials"))}
+    assert sorted(recs) == [0, 1, 2]
+    assert recs[1].status() == "failed" and "DivergenceError" in recs[1].reason()
+    # as an unfused trial reports it: its epoch-1 line, then the epoch that diverged
+    assert recs[1].error_text and [l["epoch"] for l in recs[1].results()] == [1, 2]
+    ref = FusedTrainer([TrainConfig.from_dict({**base, "seed": s}) for s in (0, 1, 2)])
+    for _ in range(3):
+        ref.train_epoch()
+    for seed in (0, 2):
+        r = recs[seed]
+        assert r.status() == "finished"
+        lines = r.results()
+        assert [l["epoch"] for l in lines] == [1, 2, 3]
+        for line, h in zip(lines, ref.members[seed].history):
+            assert line["loss"] == pytest.approx(h["loss"], rel=1e-5)
+            assert line["test_acc"] == pytest.approx(h["test_acc"], abs=1e-6)
