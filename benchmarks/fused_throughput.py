@@ -28,9 +28,14 @@ from typing import Dict, List, Optional
 
 import torch
 
-from benchmarks.step_cost import (METHODS, build_engine, count_ops, profile_steps,
-                                  random_batches, time_steps)
 from lci.fused import FusedEngine
+
+try:
+    from benchmarks.step_cost import (METHODS, build_engine, count_ops, profile_steps,
+                                      random_batches, time_steps)
+except ModuleNotFoundError:  # run as a script without the repository on the path
+    from step_cost import (METHODS, build_engine, count_ops, profile_steps,  # type: ignore
+                           random_batches, time_steps)
 
 
 def build_fused(model: str, method: str, k: int, device: torch.device, graph: bool) -> FusedEngine:
