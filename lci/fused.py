@@ -20,6 +20,10 @@ weights are copied back into the members' networks, which then evaluate themselv
 
 A member whose loss turns non-finite ends (its reason kept in :attr:`FusedTrainer.failed`);
 the others go on, untouched: no member's computation reads another member's weights.
+
+Timing in a member's metrics: ``epoch_s`` is the fused epoch's wall time (all members share
+it), so its ``samples_per_s`` is the member's own rate; the aggregate is the sum over members.
+Evaluation is not fused: each member evaluates its own networks after the fused epoch.
 """
 from __future__ import annotations
 
