@@ -28,7 +28,7 @@ from . import storage
 STUDY_FILE, STATE_FILE, SUMMARY_FILE = "study.json", "study_state.json", "summary.json"
 #: what must be the same for ``--resume`` to continue a study with a spec
 RESUME_KEYS = ("cells", "search", "sweep", "seed_values", "experiments", "scheduler",
-               "search_params")
+               "search_params", "fuse_seeds")
 
 
 def _jsonish(v: Any) -> Any:

@@ -141,3 +141,20 @@ def test_fused_trial_resumes_and_outlives_a_diverged_member(ray_session, tmp_pat
         for line, h in zip(lines, ref.members[seed].history):
             assert line["loss"] == pytest.approx(h["loss"], rel=1e-5)
             assert line["test_acc"] == pytest.approx(h["test_acc"], abs=1e-6)
+
+
+def test_resume_refuses_a_changed_fuse_seeds(tmp_path):
+    from lci.errors import LCIError
+    from study.state import StudyState
+
+    specs = []
+    for fuse in (False, True):
+        raw = json.loads(json.dumps(SPEC))
+        raw["evaluation"]["fuse_seeds"] = fuse
+        specs.append(load_spec(raw, storage=str(tmp_path)))
+    assert specs[0].to_json()["fuse_seeds"] is None  # as in a study.json written before
+    state = StudyState(specs[0].study_dir)
+    state.open(specs[0].to_json())
+    assert state.check(specs[0].to_json(), resume=True) is not None
+    with pytest.raises(LCIError, match="changed: fuse_seeds"):
+        state.check(specs[1].to_json(), resume=True)

@@ -199,6 +199,10 @@ class StudySpec:
             "scheduler": dataclasses.asdict(self.scheduler) if self.scheduler else None,
             "experiments": self.experiment_names(),
             "trial_counts": self.trial_counts(),
+            # None unless a phase fuses (the value of study.json files written before fusing)
+            "fuse_seeds": ({"evaluation": self.evaluation.fuse_seeds,
+                            "sweep": bool(sw and sw.fuse_seeds)}
+                           if self.evaluation.fuse_seeds or (sw and sw.fuse_seeds) else None),
             "spec": self.raw,
         }
 
