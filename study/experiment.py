@@ -15,8 +15,8 @@ from lci.errors import LCIError
 
 from .graph import ExperimentNode
 from .spec import StudySpec, set_path, with_params
-from .trials import (EXPERIMENT_KEY, FAILED, FINISHED, FUSED_KEY, TrialRecord,
-                     trial_folder_name)
+from .trials import (EXPERIMENT_KEY, FAILED, FINISHED, FUSED_KEY, MEMBERS_LIVE_KEY,
+                     TrialRecord, trial_folder_name)
 
 
 class StudyInterrupted(LCIError):
@@ -123,6 +123,17 @@ class Experiment:
                 pass
 
     def outcome(self, records: List[TrialRecord]) -> Dict[str, int]:
-        statuses = [r.status() for r in records]
-        return {"trials": len(records), "finished": statuses.count(FINISHED),
-                "failed": statuses.count(FAILED)}
+        """Runs (seeds) of the experiment, finished and failed: a fused trial counts each of
+        its seeds, those that diverged as failed (its last result says how many live)."""
+        out = {"trials": 0, "finished": 0, "failed": 0}
+        for r in records:
+            seeds = len(r.config.get(FUSED_KEY) or [None])
+            live = int(r.last.get(MEMBERS_LIVE_KEY, seeds))
+            status = r.status()
+            out["trials"] += seeds
+            if status == FINISHED:
+                out["finished"] += live
+                out["failed"] += seeds - live
+            elif status == FAILED:
+                out["failed"] += seeds
+        return out

@@ -114,6 +114,8 @@ def _result_lines(trial_path: str) -> List[Dict[str, Any]]:
 #: is a trial folder of its own, ``<folder>-s<seed>`` (:func:`member_folder_name`), with the
 #: files an unfused trial of that seed has, so everything that reads trials reads those.
 FUSED_KEY = "fused_seeds"
+#: A fused trial's result key: how many of its seeds are still training (not diverged).
+MEMBERS_LIVE_KEY = "members_live"
 
 
 def is_fused_container(config: Mapping[str, Any]) -> bool:

@@ -158,3 +158,27 @@ def test_resume_refuses_a_changed_fuse_seeds(tmp_path):
     assert state.check(specs[0].to_json(), resume=True) is not None
     with pytest.raises(LCIError, match="changed: fuse_seeds"):
         state.check(specs[1].to_json(), resume=True)
+
+
+def test_experiment_outcome_counts_each_fused_seed(tmp_path):
+    from study.experiment import Experiment, ExperimentContext
+    from study.graph import build_graph
+    from study.trials import TrialRecord
+
+    raw = json.loads(json.dumps(SPEC))
+    raw["evaluation"]["fuse_seeds"] = True
+    spec = load_spec(raw, storage=str(tmp_path))
+    node = next(n for n in build_graph(spec) if n.phase == "evaluation")
+    exp = Experiment(node, ExperimentContext(spec))
+    cfg = {**exp.base_config({}), **exp.trial_configs()[0]}
+    assert cfg[FUSED_KEY] == [0, 1] and node.trials == 1
+
+    def rec(last):
+        return TrialRecord("t", "", cfg, last, 1, None)
+
+    assert exp.outcome([rec({"epoch": 2, "members_live": 2})]) == {
+        "trials": 2, "finished": 2, "failed": 0}
+    assert exp.outcome([rec({"epoch": 2, "members_live": 1})]) == {
+        "trials": 2, "finished": 1, "failed": 1}
+    assert exp.outcome([rec({"epoch": 1, "lci_failed": "every fused seed failed"})]) == {
+        "trials": 2, "finished": 0, "failed": 2}

@@ -25,7 +25,7 @@ from ray import tune
 
 from lci.errors import FAILED_KEY, RECURRING_ERRORS
 from lci.fused import FusedTrainer
-from study.trials import ERROR_FILE, FUSED_KEY, member_folder_name
+from study.trials import ERROR_FILE, FUSED_KEY, MEMBERS_LIVE_KEY, member_folder_name
 
 from .lci_trainable import (CHECKPOINT_FILE, _cpu_share, _publish_run_files, _write_error,
                             split_config)
@@ -70,7 +70,7 @@ class _MemberFolders:
 def _report(trainer: FusedTrainer, metrics: List[Optional[dict]]) -> Dict[str, Any]:
     """What the fused trial reports to Tune: the epoch, the live members, their mean metrics."""
     live = [m for m in metrics if m is not None]
-    out: Dict[str, Any] = {"epoch": trainer.epoch, "members_live": len(trainer.live())}
+    out: Dict[str, Any] = {"epoch": trainer.epoch, MEMBERS_LIVE_KEY: len(trainer.live())}
     for k in (live[0] if live else {}):
         vals = [m[k] for m in live if isinstance(m.get(k), (int, float))]
         if len(vals) == len(live) and k != "epoch":
