@@ -228,7 +228,7 @@ def test_unknown_layer_is_refused():
 def test_cuda_graph_replay_equals_eager_fused_step():
     """On CUDA the fused step replays as CUDA graphs (one per label-correction phase): the
     same losses as the eager fused step, member by member."""
-    base = _cfg("lci", device="cuda", epochs=3, amp="off", channels_last=False)
+    base = _cfg("lci", device="cuda", epochs=3, amp="off")  # channels_last: auto (on)
     eager = FusedTrainer([base.replace(seed=s, cuda_graphs="off") for s in SEEDS])
     graph = FusedTrainer([base.replace(seed=s, cuda_graphs="on") for s in SEEDS])
     assert graph.cuda_graphs and graph.engine._graph is not None
