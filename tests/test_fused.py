@@ -192,7 +192,7 @@ def test_refused_fp16():
         FusedTrainer([_cfg("ce", seed=s, amp="fp16") for s in (0, 1)])
 
 
-@pytest.mark.parametrize("name", ["small_cnn", "preact_resnet34"])
+@pytest.mark.parametrize("name", ["small_cnn", "preact_resnet34", "resnet18"])
 def test_fused_network_computes_each_member(name):
     torch.manual_seed(0)
     models = [create_model(name, 10, in_channels=3, image_size=16) for _ in range(3)]
