@@ -147,12 +147,6 @@ def _copy(fused: nn.Module, members: Sequence[nn.Module], into_fused: bool) -> N
                 s[name].copy_(part)
 
 
-def member_tensors(fused_tensors: Sequence[torch.Tensor], k: int, i: int,
-                   shapes: Sequence[torch.Size]) -> List[torch.Tensor]:
-    """Member ``i``'s views of a list of fused tensors (e.g. optimizer momentum buffers)."""
-    return [member_view(t, k, i, s) for t, s in zip(fused_tensors, shapes)]
-
-
 class FusedNet(nn.Module):
     """A fused network in the member-major layout: ``[k·B, C, H, W] -> [k·B, classes]``,
     rows ``i·B .. (i+1)·B`` being member i's batch."""
