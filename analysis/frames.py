@@ -32,8 +32,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 import numpy as np
 import pandas as pd
 
-from lci.names import default_cell, setting_id
-from study.trials import is_fused_container
+from lci.names import default_cell, is_fused_container, setting_id
 
 from .files import _error_reason, _read_json, _read_json_records, _tune_status
 

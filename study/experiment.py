@@ -12,11 +12,11 @@ from typing import Any, Dict, List, Optional
 
 from lci.config import TrainConfig
 from lci.errors import LCIError
+from lci.names import FUSED_KEY, MEMBERS_LIVE_KEY
 
 from .graph import ExperimentNode
 from .spec import StudySpec, set_path, with_params
-from .trials import (EXPERIMENT_KEY, FAILED, FINISHED, FUSED_KEY, MEMBERS_LIVE_KEY,
-                     TrialRecord, trial_folder_name)
+from .trials import EXPERIMENT_KEY, FAILED, FINISHED, TrialRecord, trial_folder_name
 
 
 class StudyInterrupted(LCIError):

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional
 
 from lci.errors import FAILED_KEY
+from lci.names import is_fused_container
 
 from . import storage
 
@@ -107,25 +108,6 @@ def read_result_lines(text: str) -> List[Dict[str, Any]]:
 
 def _result_lines(trial_path: str) -> List[Dict[str, Any]]:
     return read_result_lines(storage.read_text(storage.join(trial_path, "result.json")) or "")
-
-
-#: The config label of a fused trial (``fuse_seeds`` in a spec): the seeds it trains as one
-#: network (:mod:`lci.fused`). Its Tune folder only holds the fused checkpoint; each seed's run
-#: is a trial folder of its own, ``<folder>-s<seed>`` (:func:`member_folder_name`), with the
-#: files an unfused trial of that seed has, so everything that reads trials reads those.
-FUSED_KEY = "fused_seeds"
-#: A fused trial's result key: how many of its seeds are still training (not diverged).
-MEMBERS_LIVE_KEY = "members_live"
-
-
-def is_fused_container(config: Mapping[str, Any]) -> bool:
-    """The Tune folder of a fused trial: not a run itself (its seeds' folders are)."""
-    return FUSED_KEY in config
-
-
-def member_folder_name(folder: str, seed: int) -> str:
-    """The trial folder of one seed of the fused trial in ``folder`` (a sibling of it)."""
-    return f"{folder}-s{seed}"
 
 
 def read_trial(path: str, name: Optional[str] = None) -> Optional[TrialRecord]:

@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 
 import analysis
+from lci.names import FUSED_KEY
 from study.runner import run_study
 from study.spec import SpecError, load_spec
-from study.trials import FUSED_KEY, TRIALS_DIR, read_study_trials
+from study.trials import TRIALS_DIR, read_study_trials
 
 SPEC = {
     "name": "fz", "fixed": {"dataset": "digits", "epochs": 2, "batch_size": 128,

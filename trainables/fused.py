@@ -25,7 +25,7 @@ from ray import tune
 
 from lci.errors import FAILED_KEY, RECURRING_ERRORS
 from lci.fused import FusedTrainer
-from study.trials import ERROR_FILE, FUSED_KEY, MEMBERS_LIVE_KEY, member_folder_name
+from lci.names import FUSED_KEY, MEMBERS_LIVE_KEY, fused_member_folder
 
 from .lci_trainable import (CHECKPOINT_FILE, _cpu_share, _publish_run_files, _write_error,
                             split_config)
@@ -38,7 +38,7 @@ class _MemberFolders:
         st = tune.get_context().get_storage()
         self.fs = st.storage_filesystem
         self.trial_id = tune.get_context().get_trial_id()
-        self.paths = [member_folder_name(st.trial_fs_path, s) for s in seeds]
+        self.paths = [fused_member_folder(st.trial_fs_path, s) for s in seeds]
         params = {k: v for k, v in config.items() if k != FUSED_KEY}
         for path, seed in zip(self.paths, seeds):
             self.fs.create_dir(path, recursive=True)
@@ -61,7 +61,7 @@ class _MemberFolders:
             reason = trainer.failed.get(i)
             if reason is not None:
                 lines.append({FAILED_KEY: reason, "epoch": m.epoch, "trial_id": tid})
-                self._write(path, ERROR_FILE, reason + "\n")
+                _write_error(reason, path)
             self._write(path, "result.json", "".join(json.dumps(l) + "\n" for l in lines))
             if final is not None and m.writer is not None:
                 _publish_run_files(m.writer.out_dir, path)

@@ -28,8 +28,8 @@ from ray import tune
 from lci.config import TrainConfig
 from lci.errors import FAILED_KEY, RECURRING_ERRORS
 from lci.fitloop import train_loop
+from lci.names import FUSED_KEY
 from lci.trainer import Trainer
-from study.trials import FUSED_KEY
 
 #: Config keys a study adds to every trial besides the TrainConfig fields. They label the trial
 #: in ``params.json`` (for analysis/) and are stripped before ``TrainConfig.from_dict``;
@@ -107,11 +107,13 @@ def train_lci(config: Dict[str, Any]) -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def _write_error(reason: str) -> None:
-    """The one-line reason into ``<trial folder>/error.txt`` in the experiment storage."""
+def _write_error(reason: str, trial_path: Optional[str] = None) -> None:
+    """The one-line reason into ``<trial folder>/error.txt`` in the experiment storage
+    (``trial_path``: another trial folder than this trial's, a fused seed's)."""
     try:
         st = tune.get_context().get_storage()
-        with st.storage_filesystem.open_output_stream(f"{st.trial_fs_path}/error.txt") as fh:
+        path = f"{trial_path or st.trial_fs_path}/error.txt"
+        with st.storage_filesystem.open_output_stream(path) as fh:
             fh.write((reason + "\n").encode())
     except Exception as e:  # the reason still reaches the driver in the last result
         import warnings
