@@ -143,6 +143,58 @@ def training_curves(
     return figs
 
 
+def memorisation_curves(
+    hist: pd.DataFrame,
+    *,
+    metric: str = "test_acc",
+    phases: Sequence[str] = CURVE_PHASES,
+) -> Dict[str, Figure]:
+    """Memorisation: ``metric`` over epochs of every method side by side, mean ± std band
+    over seeds, one figure per data set and noise setting that has two methods or more. With
+    noisy labels CE's test accuracy rises, then falls as it memorises the wrong labels; the
+    robust methods' does not (the paper's Figure 3 argument)."""
+    h = hist
+    if "phase" in h.columns:
+        h = h[h["phase"].isin(list(phases))]
+    figs: Dict[str, Figure] = {}
+    if h.empty or "epoch" not in h.columns or metric not in h.columns:
+        return figs
+    scale = percent_scale(h[metric].to_numpy())
+    keys = [k for k in ("study", "dataset", "setting") if k in h.columns]
+    line_keys = [k for k in ("method", "robust_loss") if k in h.columns]
+    for _, g in h.groupby(keys, dropna=False, sort=True):
+        g = _ok(g)
+        lines = list(g.groupby(line_keys, dropna=False, sort=False))
+        if len(lines) < 2:
+            continue
+        first = g.iloc[0]
+        fig = Figure(figsize=(7, 4.2), layout="constrained")
+        ax = fig.subplots()
+        seeds = []
+        for _, lg in lines:
+            row = lg.iloc[0]
+            s = (lg.assign(_v=pd.to_numeric(lg[metric], errors="coerce") * scale)
+                 .groupby("epoch")["_v"].agg(["mean", "std"]).reset_index())
+            seeds.append(lg["path"].nunique() if "path" in lg.columns else 1)
+            color = COLORS.get(row.get("method"))
+            (ln,) = ax.plot(s["epoch"], s["mean"], "-", color=color, lw=1.8,
+                            label=method_label(row.get("method"), row.get("robust_loss")))
+            if s["std"].notna().any():
+                ax.fill_between(s["epoch"], s["mean"] - s["std"].fillna(0),
+                                s["mean"] + s["std"].fillna(0), color=ln.get_color(), alpha=0.15,
+                                lw=0)
+        ax.set_title(f"{_metric_label(metric, 1).capitalize()} per epoch")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(_metric_label(metric, scale))
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize=8)
+        where = f"{dataset_label(first.get('dataset'))} {setting_label(first.get('setting'))}"
+        fig.suptitle(f"Memorisation — {where}: mean ± std over {_span(pd.Series(seeds))} seed(s)")
+        figs[_unique(f"memorisation__{slug(first.get('dataset'))}_{slug(first.get('setting'))}",
+                     figs)] = fig
+    return figs
+
+
 # ---------------------------------------------------------------------------- Figure 4
 def _reference(runs: pd.DataFrame, dataset, setting, method: str, metric: str):
     """(mean, std, n) of the best-seeded cell of a baseline at this data set and setting."""
