@@ -82,6 +82,17 @@ def _metric_label(metric: str, scale: float) -> str:
 
 
 # ---------------------------------------------------------------------------- Figure 3
+def _epoch_band(ax, g: pd.DataFrame, col: str, scale: float, *, style: str, color, label: str,
+                alpha: float) -> None:
+    """``col`` of ``g`` per epoch: the mean over seeds as a line, ± std as a band."""
+    s = (g.assign(_v=pd.to_numeric(g[col], errors="coerce") * scale)
+         .groupby("epoch")["_v"].agg(["mean", "std"]).reset_index())
+    (line,) = ax.plot(s["epoch"], s["mean"], style, color=color, label=label, lw=1.8)
+    if s["std"].notna().any():
+        ax.fill_between(s["epoch"], s["mean"] - s["std"].fillna(0), s["mean"] + s["std"].fillna(0),
+                        color=line.get_color(), alpha=alpha, lw=0)
+
+
 _PANELS = [  # (title, y label, [(column, model, style)])
     ("Test accuracy", "accuracy on the clean test set (%)",
      [("test_acc", "theta_star", "-"), ("robust_test_acc", "theta", "--")]),
@@ -122,15 +133,10 @@ def training_curves(
             for col, model, style in lines:
                 if col not in g.columns or not pd.to_numeric(g[col], errors="coerce").notna().any():
                     continue
-                s = (g.assign(_v=pd.to_numeric(g[col], errors="coerce") * scale)
-                     .groupby("epoch")["_v"].agg(["mean", "std"]).reset_index())
                 label = ("θ* (inference model)" if model == "theta_star" else "θ (noise-robust model)") \
                     if two_models else ("model" if model == "theta_star" else "θ")
-                ax.plot(s["epoch"], s["mean"], style, color=COLORS[model], label=label, lw=1.8)
-                if s["std"].notna().any():
-                    ax.fill_between(s["epoch"], s["mean"] - s["std"].fillna(0),
-                                    s["mean"] + s["std"].fillna(0), color=COLORS[model], alpha=0.2,
-                                    lw=0)
+                _epoch_band(ax, g, col, scale, style=style, color=COLORS[model], label=label,
+                            alpha=0.2)
             ax.set_title(title)
             ax.set_xlabel("epoch")
             ax.set_ylabel(ylabel)
@@ -173,16 +179,9 @@ def memorisation_curves(
         seeds = []
         for _, lg in lines:
             row = lg.iloc[0]
-            s = (lg.assign(_v=pd.to_numeric(lg[metric], errors="coerce") * scale)
-                 .groupby("epoch")["_v"].agg(["mean", "std"]).reset_index())
             seeds.append(lg["path"].nunique() if "path" in lg.columns else 1)
-            color = COLORS.get(row.get("method"))
-            (ln,) = ax.plot(s["epoch"], s["mean"], "-", color=color, lw=1.8,
-                            label=method_label(row.get("method"), row.get("robust_loss")))
-            if s["std"].notna().any():
-                ax.fill_between(s["epoch"], s["mean"] - s["std"].fillna(0),
-                                s["mean"] + s["std"].fillna(0), color=ln.get_color(), alpha=0.15,
-                                lw=0)
+            _epoch_band(ax, lg, metric, scale, style="-", color=COLORS.get(row.get("method")),
+                        label=method_label(row.get("method"), row.get("robust_loss")), alpha=0.15)
         ax.set_title(f"{_metric_label(metric, 1).capitalize()} per epoch")
         ax.set_xlabel("epoch")
         ax.set_ylabel(_metric_label(metric, scale))
