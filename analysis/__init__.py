@@ -8,8 +8,8 @@ imports pandas, numpy and matplotlib, and optuna lazily for parameter importance
 >>> print(analysis.table1(runs).markdown())
 >>> analysis.report("results/demo")                  # everything, linked from report.md
 """
-from .figures import (auroc, confidence_histograms, save_figure, search_history, sensitivity,
-                      spearman_importances, training_curves)
+from .figures import (auroc, confidence_histograms, memorisation_curves, save_figure,
+                      search_history, sensitivity, spearman_importances, training_curves)
 from lci.names import normalize_noise, setting_id
 
 from .frames import NoRunsFound, discover, history, load
@@ -21,7 +21,7 @@ from .tables import Table, method_table, table1, table2
 __all__ = [
     "load", "history", "discover", "aggregate", "summarize", "t_quantile",
     "table1", "table2", "method_table", "Table",
-    "training_curves", "sensitivity", "search_history", "confidence_histograms",
+    "training_curves", "memorisation_curves", "sensitivity", "search_history", "confidence_histograms",
     "save_figure", "auroc", "spearman_importances",
     "report", "NoRunsFound", "PAPER", "paper_value", "method_label", "setting_label",
     "normalize_noise", "setting_id",

@@ -82,6 +82,17 @@ def _metric_label(metric: str, scale: float) -> str:
 
 
 # ---------------------------------------------------------------------------- Figure 3
+def _epoch_band(ax, g: pd.DataFrame, col: str, scale: float, *, style: str, color, label: str,
+                alpha: float) -> None:
+    """``col`` of ``g`` per epoch: the mean over seeds as a line, ± std as a band."""
+    s = (g.assign(_v=pd.to_numeric(g[col], errors="coerce") * scale)
+         .groupby("epoch")["_v"].agg(["mean", "std"]).reset_index())
+    (line,) = ax.plot(s["epoch"], s["mean"], style, color=color, label=label, lw=1.8)
+    if s["std"].notna().any():
+        ax.fill_between(s["epoch"], s["mean"] - s["std"].fillna(0), s["mean"] + s["std"].fillna(0),
+                        color=line.get_color(), alpha=alpha, lw=0)
+
+
 _PANELS = [  # (title, y label, [(column, model, style)])
     ("Test accuracy", "accuracy on the clean test set (%)",
      [("test_acc", "theta_star", "-"), ("robust_test_acc", "theta", "--")]),
@@ -122,15 +133,10 @@ def training_curves(
             for col, model, style in lines:
                 if col not in g.columns or not pd.to_numeric(g[col], errors="coerce").notna().any():
                     continue
-                s = (g.assign(_v=pd.to_numeric(g[col], errors="coerce") * scale)
-                     .groupby("epoch")["_v"].agg(["mean", "std"]).reset_index())
                 label = ("θ* (inference model)" if model == "theta_star" else "θ (noise-robust model)") \
                     if two_models else ("model" if model == "theta_star" else "θ")
-                ax.plot(s["epoch"], s["mean"], style, color=COLORS[model], label=label, lw=1.8)
-                if s["std"].notna().any():
-                    ax.fill_between(s["epoch"], s["mean"] - s["std"].fillna(0),
-                                    s["mean"] + s["std"].fillna(0), color=COLORS[model], alpha=0.2,
-                                    lw=0)
+                _epoch_band(ax, g, col, scale, style=style, color=COLORS[model], label=label,
+                            alpha=0.2)
             ax.set_title(title)
             ax.set_xlabel("epoch")
             ax.set_ylabel(ylabel)
@@ -140,6 +146,51 @@ def training_curves(
         fig.suptitle(f"Figure 3 — {_describe(first)}: mean ± std over {n_seeds} seed(s) "
                      f"[{first.get('phase')}]")
         figs[_unique(f"fig3__{slug(first.get('cell'))}", figs)] = fig
+    return figs
+
+
+def memorisation_curves(
+    hist: pd.DataFrame,
+    *,
+    metric: str = "test_acc",
+    phases: Sequence[str] = CURVE_PHASES,
+) -> Dict[str, Figure]:
+    """Memorisation: ``metric`` over epochs of every method side by side, mean ± std band
+    over seeds, one figure per data set and noise setting that has two methods or more. With
+    noisy labels CE's test accuracy rises, then falls as it memorises the wrong labels; the
+    robust methods' does not (the paper's Figure 3 argument)."""
+    h = hist
+    if "phase" in h.columns:
+        h = h[h["phase"].isin(list(phases))]
+    figs: Dict[str, Figure] = {}
+    if h.empty or "epoch" not in h.columns or metric not in h.columns:
+        return figs
+    scale = percent_scale(h[metric].to_numpy())
+    keys = [k for k in ("study", "dataset", "setting") if k in h.columns]
+    line_keys = [k for k in ("method", "robust_loss") if k in h.columns]
+    for _, g in h.groupby(keys, dropna=False, sort=True):
+        g = _ok(g)
+        lines = list(g.groupby(line_keys, dropna=False, sort=False))
+        if len(lines) < 2:
+            continue
+        first = g.iloc[0]
+        fig = Figure(figsize=(7, 4.2), layout="constrained")
+        ax = fig.subplots()
+        seeds = []
+        for _, lg in lines:
+            row = lg.iloc[0]
+            seeds.append(lg["path"].nunique() if "path" in lg.columns else 1)
+            _epoch_band(ax, lg, metric, scale, style="-", color=COLORS.get(row.get("method")),
+                        label=method_label(row.get("method"), row.get("robust_loss")), alpha=0.15)
+        ax.set_title(f"{_metric_label(metric, 1).capitalize()} per epoch")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(_metric_label(metric, scale))
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize=8)
+        where = f"{dataset_label(first.get('dataset'))} {setting_label(first.get('setting'))}"
+        fig.suptitle(f"Memorisation — {where}: mean ± std over {_span(pd.Series(seeds))} seed(s)")
+        figs[_unique(f"memorisation__{slug(first.get('dataset'))}_{slug(first.get('setting'))}",
+                     figs)] = fig
     return figs
 
 

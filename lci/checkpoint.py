@@ -15,7 +15,8 @@ RESUMABLE_DIFFS = {"epochs", "device", "num_workers", "threads", "checkpoint_eve
                    "compile", "cuda_graphs"}
 #: Config keys added after runs were already being saved, with the value that reproduces
 #: those runs: a checkpoint without the key resumes when the run has that value.
-ADDED_KEYS = {"train_subset": 0, "image_size": 0, "resize_size": 0}
+ADDED_KEYS = {"train_subset": 0, "image_size": 0, "resize_size": 0,
+              "init_scheme": "kaiming"}  # every network was kaiming-initialised before the key
 
 
 def save_atomic(obj: Dict[str, Any], path: str) -> None:

@@ -124,10 +124,14 @@ class TrainConfig:
     correction_start: float = 0.25   # fraction of all iterations after which ỹ is corrected
     correction_weight: float = 0.5   # w in ỹ = (1−w)·y + w·softmax(f(x;θ))
     correction_source: str = "clean"  # "clean": f on un-augmented x (Alg. 1); "view": reuse x'
-    fuse_views: bool = False         # θ* on cat(x', x'') in one forward (BN over both views)
+    fuse_views: bool = False         # a network's two views in one forward, cat(x', x'') (BN
+                                     # over both): θ* of lci, θ of gjs (GJS's --onebatch)
     # --- model and optimisation -------------------------------------------------------------
     model: str = "auto"              # registry name; "auto" picks per data set
     pretrained: Optional[str] = None  # local state-dict file for torchvision ResNets
+    init_scheme: str = "auto"        # weight init: "auto" = the network's own (PyTorch's default
+                                     # for preact_resnet34, as GJS; kaiming for small_cnn and
+                                     # the torchvision ResNets), "torch", "kaiming"
     epochs: Union[int, str] = "auto"
     batch_size: Union[int, str] = "auto"
     lr: Union[float, str] = "auto"
@@ -140,7 +144,8 @@ class TrainConfig:
     # --- run --------------------------------------------------------------------------------
     seed: int = 0                    # noise, split, init, batches and augmentation
     device: str = "auto"             # "auto" (cuda if available), "cpu", "cuda", "cuda:1"
-    amp: str = "auto"                # "auto" = bf16 on CUDA, off on CPU
+    amp: str = "auto"                # "auto" = bf16 on CUDA, off on CPU; "off" = float32 (the
+                                     # CIFAR presets, as GJS)
     channels_last: Union[bool, str] = "auto"  # "auto" = on CUDA
     compile: bool = False            # torch.compile the models
     cuda_graphs: str = "auto"        # replay the step as CUDA graphs: "auto" (on for CUDA,
@@ -288,8 +293,9 @@ class TrainConfig:
         from .losses import check_params
         loss = self.method if self.method in BASELINE_METHODS else self.robust_loss
         check_params(loss, self.robust_loss_params)
+        from .models import INIT_SCHEMES, MODELS
+        _one_of("init_scheme", self.init_scheme, ("auto", *INIT_SCHEMES))
         if self.model != "auto":
-            from .models import MODELS
             MODELS.get(self.model)
 
     # ---------------------------------------------------------------------------- resolving
@@ -305,6 +311,9 @@ class TrainConfig:
                 changes[key] = prof[key]
         if self.method in BASELINE_METHODS:
             changes["robust_loss"] = self.method  # a baseline's loss is its name
+        if self.init_scheme == "auto":
+            from .models import NATIVE_INIT  # a model registered elsewhere keeps "auto"
+            changes["init_scheme"] = NATIVE_INIT.get(changes.get("model", self.model), "auto")
         if self.train_subset == "auto":
             changes["train_subset"] = TRAIN_SUBSET_PROFILES.get(self.dataset, 0)
         realworld = self.dataset in _realworld_datasets()
@@ -393,6 +402,8 @@ def _coerce_value(name: str, v: Any, default: Any) -> Any:
             raise bad(f"lr_milestones={v!r} must be a list of fractions like [0.5, 0.75]") from None
     if name == "cuda_graphs" and isinstance(v, bool):  # YAML reads on/off as booleans
         return "on" if v else "off"
+    if name == "amp" and v is False:  # YAML reads an unquoted off as false
+        return "off"
     if name == "pretrained":
         return None if v in (None, "", "none", "None") else str(v)
     if isinstance(v, str) and v == "auto" and default == "auto":

@@ -159,9 +159,11 @@ class Engine:
     def _views(self, x: torch.Tensor, n: int) -> List[torch.Tensor]:
         return [self._prep(self.augment(x)) for _ in range(n)]
 
-    def _two_views_forward(self, fwd, v1: torch.Tensor, v2: torch.Tensor, fused: bool):
-        """Logits of both views; ``fused`` runs one forward on the concatenation."""
-        if fused:
+    def _two_views_forward(self, fwd, v1: torch.Tensor, v2: torch.Tensor):
+        """Logits of both views of one network: two forwards, so BatchNorm normalises each
+        view with its own batch statistics (Eq. 9's two calls; GJS's scripts, which never set
+        its ``--onebatch``), or with ``fuse_views`` one forward on their concatenation."""
+        if self.cfg.fuse_views:
             out = fwd(torch.cat([v1, v2]))
             return out[: v1.shape[0]], out[v1.shape[0]:]
         return fwd(v1), fwd(v2)
@@ -169,8 +171,7 @@ class Engine:
     def _robust_terms(self, views: List[torch.Tensor], y: torch.Tensor):
         """θ's logits on x' (and x'' for gjs) and its per-sample robust loss L_i."""
         if self.uses_gjs:
-            # GJS's own code forwards both views together
-            l1, l2 = self._two_views_forward(self._fwd_theta, views[0], views[1], fused=True)
+            l1, l2 = self._two_views_forward(self._fwd_theta, views[0], views[1])
             return l1, self._runs(self.robust_loss([l1, l2], y))
         logits = self._fwd_theta(views[0])
         return logits, self._runs(self.robust_loss(logits, y))
@@ -260,7 +261,7 @@ class Engine:
         theta_logits, losses = self._robust_terms(views, y)
         conf = self._confidence(losses)
         target = self._corrected_target(x, y, theta_logits)
-        s1, s2 = self._two_views_forward(self._fwd_star, views[0], views[1], cfg.fuse_views)
+        s1, s2 = self._two_views_forward(self._fwd_star, views[0], views[1])
         ce = self._runs(self.ce(s1, target))
         return {"loss_robust": losses.mean(-1),
                 "loss_ce": cfg.alpha * weighted_ce_term(conf, ce, norm=cfg.ce_norm),

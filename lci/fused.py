@@ -100,8 +100,8 @@ class FusedEngine(Engine):
         return [torch.cat([aug(x[i]) for i, aug in enumerate(self.augmenters)])
                 for _ in range(n)]
 
-    def _two_views_forward(self, fwd, v1: torch.Tensor, v2: torch.Tensor, fused: bool):
-        if not fused:
+    def _two_views_forward(self, fwd, v1: torch.Tensor, v2: torch.Tensor):
+        if not self.cfg.fuse_views:
             return fwd(v1), fwd(v2)
         # one forward with each member's batch [its x', its x''], as that member alone has
         k, b = self.k, v1.shape[0] // self.k

@@ -10,6 +10,13 @@ the backbone the same way for all of them.
   ``image_size <= 64``, ImageNet stem otherwise. ``create_model(..., pretrained=PATH)`` loads a
   local state-dict file (torchvision or self-supervised), keeping a freshly initialised head
   when the class count differs.
+
+Weight initialisation (``init_scheme``): every network is built with its own scheme, the one
+:data:`NATIVE_INIT` names, and ``create_model(..., init_scheme=...)`` can replace it by
+either entry of :data:`INIT_SCHEMES`. ``preact_resnet34`` keeps PyTorch's default init, as
+GJS's ``models/preact_resnet.py`` has no init code; ``small_cnn`` (whose digits defaults were
+calibrated with it) and the torchvision ResNets (torchvision's own init) use kaiming-normal
+fan_out convolutions.
 """
 from __future__ import annotations
 
@@ -21,7 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, allowed
 from .registry import Registry
 
 ModelFactory = Callable[..., nn.Module]
@@ -61,7 +68,7 @@ class SmallCNN(nn.Module):
             nn.Flatten(),
         )
         self.fc = nn.Linear(w3, num_classes)
-        _kaiming_init(self)
+        kaiming_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.features(x))
@@ -116,7 +123,7 @@ class PreActResNet(nn.Module):
         self.layer1, self.layer2, self.layer3 = layers
         self.bn = nn.BatchNorm2d(in_planes)  # final BN+ReLU: the blocks end without one
         self.fc = nn.Linear(in_planes, num_classes)
-        _kaiming_init(self)
+        # no init code: PyTorch's default init of every layer, as GJS's PreActResNet
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv1(x)
@@ -137,12 +144,22 @@ def _check_args(num_classes: int, in_channels: int, image_size: int) -> None:
             raise ConfigError(f"model {key} must be a positive integer, got {value!r}")
 
 
-@MODELS.register("small_cnn")
+#: model name -> the init scheme its factory applies (``init_scheme: auto`` resolves to it)
+NATIVE_INIT: Dict[str, str] = {}
+
+
+def _register(name: str, init: str):
+    """Register a factory together with the init scheme it applies itself."""
+    NATIVE_INIT[name] = init
+    return MODELS.register(name)
+
+
+@_register("small_cnn", "kaiming")
 def small_cnn(num_classes: int, in_channels: int = 3, image_size: int = 32) -> nn.Module:
     return SmallCNN(num_classes, in_channels)
 
 
-@MODELS.register("preact_resnet34")
+@_register("preact_resnet34", "torch")
 def preact_resnet34(num_classes: int, in_channels: int = 3, image_size: int = 32) -> nn.Module:
     return PreActResNet([5, 5, 5], [32, 64, 128], num_classes, in_channels, stem_width=32)
 
@@ -161,21 +178,22 @@ def _torchvision_resnet(arch: str, num_classes: int, in_channels: int, image_siz
         model.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
     else:
         return model
+    # the replaced stem gets the init torchvision gives every other conv of the network
     nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
     return model
 
 
-@MODELS.register("resnet18")
+@_register("resnet18", "kaiming")  # torchvision's own init
 def resnet18(num_classes: int, in_channels: int = 3, image_size: int = 32) -> nn.Module:
     return _torchvision_resnet("resnet18", num_classes, in_channels, image_size)
 
 
-@MODELS.register("resnet34")
+@_register("resnet34", "kaiming")  # torchvision's own init
 def resnet34(num_classes: int, in_channels: int = 3, image_size: int = 32) -> nn.Module:
     return _torchvision_resnet("resnet34", num_classes, in_channels, image_size)
 
 
-@MODELS.register("resnet50")
+@_register("resnet50", "kaiming")  # torchvision's own init
 def resnet50(num_classes: int, in_channels: int = 3, image_size: int = 32) -> nn.Module:
     return _torchvision_resnet("resnet50", num_classes, in_channels, image_size)
 
@@ -191,11 +209,18 @@ def create_model(
     in_channels: int = 3,
     image_size: int = 32,
     pretrained: Optional[str] = None,
+    init_scheme: str = "auto",
 ) -> nn.Module:
-    """Build the registered network ``name``; with ``pretrained``, load a local state-dict file."""
+    """Build the registered network ``name``; with ``pretrained``, load a local state-dict file.
+
+    ``init_scheme``: ``auto`` keeps the network's own init (:data:`NATIVE_INIT`); ``torch`` or
+    ``kaiming`` re-initialises every layer with that scheme (before any pretrained load).
+    """
     factory = MODELS.get(name)  # ConfigError listing the known names
     _check_args(num_classes, in_channels, image_size)
     model = factory(num_classes, in_channels=in_channels, image_size=image_size)
+    if init_scheme != "auto" and init_scheme != NATIVE_INIT.get(name):
+        init_weights(model, init_scheme)
     if pretrained is not None:
         load_pretrained(model, pretrained)
     return model
@@ -301,10 +326,34 @@ def load_pretrained(model: nn.Module, path: str) -> nn.Module:
 # init
 
 
-def _kaiming_init(model: nn.Module) -> None:
+def torch_init(model: nn.Module) -> None:
+    """PyTorch's default init of every layer (its ``reset_parameters``), e.g. a 3x3 conv of
+    64 input channels: uniform with std 1/sqrt(3·fan_in) = 0.024."""
+    for m in model.modules():
+        if hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+
+
+def kaiming_init(model: nn.Module) -> None:
+    """Kaiming-normal (fan_out, ReLU) convolutions, BatchNorm weight 1 and bias 0 (linear
+    layers keep PyTorch's default), as torchvision initialises its ResNets: a 3x3 conv of
+    64 output channels gets std sqrt(2/fan_out) = 0.059."""
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+#: ``init_scheme`` name -> the function that applies it to a whole network
+INIT_SCHEMES: Dict[str, Callable[[nn.Module], None]] = {"torch": torch_init,
+                                                         "kaiming": kaiming_init}
+
+
+def init_weights(model: nn.Module, scheme: str) -> nn.Module:
+    """Re-initialise ``model`` in place with the named scheme of :data:`INIT_SCHEMES`."""
+    if scheme not in INIT_SCHEMES:
+        raise ConfigError(f"unknown init_scheme {scheme!r}; allowed: {allowed(INIT_SCHEMES)}")
+    INIT_SCHEMES[scheme](model)
+    return model

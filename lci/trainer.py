@@ -164,7 +164,7 @@ class Trainer:
 
         def make_model():
             return create_model(cfg.model, data.num_classes, in_channels=in_ch, image_size=size,
-                                pretrained=cfg.pretrained)
+                                pretrained=cfg.pretrained, init_scheme=cfg.init_scheme)
 
         # model init draws from torch's global RNG: seed it without disturbing the caller's
         with torch.random.fork_rng(devices=[]):

@@ -31,8 +31,9 @@ def cell_settings(spec) -> List[Dict[str, Any]]:
     """One dict per cell of ``spec`` (a loaded study spec): the settings its evaluation
     trials use. Keys: cell, dataset, method, robust_loss, noise, views, augment, lr,
     weight_decay, pi1 (JS/GJS weight of the label, None for other losses), noise_convention,
-    model, epochs, batch_size, lr_schedule, lr_milestones, searched (names of the parameters
-    the cell's search picks, whose values here are only the starting ones)."""
+    model, init_scheme, amp (precision: "off" = float32), epochs, batch_size, lr_schedule,
+    lr_milestones, searched (names of the parameters the cell's search picks, whose values
+    here are only the starting ones)."""
     rows = []
     for cell in spec.cells:
         cfg = TrainConfig.from_dict(spec.phase_config(cell, "evaluation")).resolved()
@@ -43,6 +44,7 @@ def cell_settings(spec) -> List[Dict[str, Any]]:
             "robust_loss": loss, "noise": cfg.noise, "views": views_of(cfg),
             "augment": cfg.augment, "lr": cfg.lr, "weight_decay": cfg.weight_decay,
             "pi1": pi1, "noise_convention": cfg.noise_convention, "model": cfg.model,
+            "init_scheme": cfg.init_scheme, "amp": cfg.amp,
             "epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr_schedule": cfg.lr_schedule,
             "lr_milestones": list(cfg.lr_milestones),
             "searched": [p.name for p in cell.search_params],
@@ -98,7 +100,8 @@ def describe(spec) -> str:
     """The block a dry run prints: what every cell trains with, then the table."""
     rows = cell_settings(spec)
     common = {k: sorted({str(r[k]) for r in rows}) for k in
-              ("model", "epochs", "batch_size", "lr_schedule", "noise_convention")}
+              ("model", "init_scheme", "amp", "epochs", "batch_size", "lr_schedule",
+               "noise_convention")}
     head = ", ".join(f"{k} {'/'.join(v)}" for k, v in common.items())
     return (f"settings per cell ({head}); entries: lr / weight decay (/ π1 for JS, GJS)\n"
             + format_cell_settings(rows))

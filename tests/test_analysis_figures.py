@@ -51,6 +51,24 @@ def test_training_curves_theta_and_theta_star(study):
         "fig3__ce_sym0.8"}
 
 
+def test_memorisation_curves_put_every_method_of_a_setting_side_by_side(study):
+    figs = analysis.memorisation_curves(analysis.history(study))
+    assert list(figs) == ["memorisation__cifar10_sym-0.8"]  # one setting: one figure
+    (fig,) = figs.values()
+    _labelled(fig)
+    (ax,) = fig.axes
+    lines = {line.get_label(): line for line in ax.lines}
+    assert set(lines) == {analysis.method_label(m, l) for m, l in
+                          (("ce", None), ("gce", None), ("lci-single", "gce"), ("lci", "gce"))}
+    # the evaluation phase only (the sweep's lci trials at other m are not averaged in):
+    # each line ends at the mean over seeds of that cell's final test accuracy, in %
+    finals = {analysis.method_label("ce", None): 64.0, analysis.method_label("lci", "gce"): 91.0}
+    for label, final in finals.items():
+        assert lines[label].get_ydata()[-1] == pytest.approx(final)
+        assert list(lines[label].get_xdata()) == [1, 2, 3, 4]
+    assert "3 seed(s)" in fig.get_suptitle()
+
+
 def test_sensitivity_mean_band_and_reference_lines(runs):
     figs = analysis.sensitivity(runs)
     assert list(figs) == ["fig4__lci_gce_sym0.8"]

@@ -39,7 +39,7 @@ def test_report_writes_tables_figures_and_links(report_md):
     assert "| lci | **91.00 ± 1.00**† [paper 91.13] | **92.50 ± 0.71** (2/3) [paper 93.17] |" in text
     images = re.findall(r"!\[[^\]]*\]\((figures/[^)]+\.png)\)", text)
     kinds = {p.split("/")[1].split("__")[0] for p in images}
-    assert kinds == {"fig3", "fig4", "search", "confidence"}
+    assert kinds == {"memorisation", "fig3", "fig4", "search", "confidence"}
     for rel in images:
         assert (out / rel).stat().st_size > 1000
         assert (out / rel).with_suffix(".svg").is_file()

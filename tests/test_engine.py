@@ -205,3 +205,34 @@ def _ops_per_step(**options) -> int:
 ])
 def test_eager_step_dispatches_few_operators(options, bound):
     assert _ops_per_step(**options) <= bound
+
+
+def _bn_running_means(model) -> list:
+    return [m.running_mean.clone() for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+
+
+@pytest.mark.parametrize("fuse_views", [False, True])
+def test_gjs_views_go_through_theta_as_gjs_scripts_do(fuse_views):
+    """GJS's scripts never set --onebatch: its two views take two forwards, so BatchNorm
+    normalises each with its own statistics and its running statistics are updated twice.
+    ``fuse_views=true`` (GJS's --onebatch) forwards their concatenation once."""
+    import copy
+
+    tr = make_trainer(method="gjs", fuse_views=fuse_views)
+    eng = tr.engine
+    x, y = batch(tr)
+    start = copy.deepcopy(eng.theta).train()
+    gen_state = tr.gen.get_state()
+    eng.train()
+    eng.step(x, y)
+    tr.gen.set_state(gen_state)  # the step's two views, drawn again
+    v1, v2 = eng._views(x, 2)
+    two, one = copy.deepcopy(start), copy.deepcopy(start)
+    with torch.no_grad():
+        two(v1)
+        two(v2)
+        one(torch.cat([v1, v2]))
+    got = _bn_running_means(eng.theta)
+    expected, other = (one, two) if fuse_views else (two, one)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(got, _bn_running_means(expected)))
+    assert not all(torch.allclose(a, b, atol=1e-4) for a, b in zip(got, _bn_running_means(other)))

@@ -6,6 +6,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+import torch
 
 from lci.noise import make_noisy_labels
 
@@ -194,3 +195,38 @@ def test_describe_is_the_dry_run_block():
     first, rest = text.split("\n", 1)
     assert "model preact_resnet34" in first and "epochs 400" in first and "noise_convention gjs" in first
     assert rest == format_cell_settings(cell_settings(spec))
+
+
+#: the presets that follow GJS's protocol on CIFAR (the README's protocol section)
+GJS_PRESETS = ("table1_cifar10", "table1_cifar100", "table2_ablation", "figure3_curves",
+               "figure4_m", "search_cifar10")
+
+
+@pytest.mark.parametrize("preset", GJS_PRESETS)
+def test_gjs_presets_train_in_float32_with_pytorch_default_init(preset):
+    """GJS trains in float32 (no autocast in its code) and keeps PyTorch's default init."""
+    from lci.config import TrainConfig
+    from lci.engine import _amp_dtype
+    from study.protocol_view import cell_settings, describe
+    from study.spec import load_spec
+
+    spec = load_spec(preset)
+    rows = cell_settings(spec)
+    assert rows and all(r["amp"] == "off" and r["init_scheme"] == "torch" for r in rows)
+    assert _amp_dtype("off", torch.device("cuda")) is None  # no autocast, on a GPU too
+    phases = ["evaluation"] + ["search"] * bool(spec.search) + ["sweep"] * bool(spec.sweep)
+    for cell in spec.cells:  # every phase the study runs, searches included
+        for phase in phases:
+            cfg = TrainConfig.from_known(spec.phase_config(cell, phase))
+            assert cfg.amp == "off", (preset, cell.id, phase)
+    assert "init_scheme torch, amp off" in describe(spec).split("\n", 1)[0]
+
+
+def test_bf16_stays_an_option():
+    from lci.config import TrainConfig
+    from lci.engine import _amp_dtype
+
+    assert TrainConfig(dataset="cifar10", amp="bf16").amp == "bf16"
+    assert _amp_dtype("bf16", torch.device("cpu")) == torch.bfloat16
+    assert _amp_dtype("auto", torch.device("cuda")) == torch.bfloat16  # the plain default
+    assert TrainConfig.from_dict({"amp": False}).amp == "off"  # YAML's unquoted off

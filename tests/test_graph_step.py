@@ -24,6 +24,7 @@ from lci.models import create_model
 HAS_CUDA = torch.cuda.is_available()
 needs_cuda = (pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device") if pytest
               else (lambda f: f))
+parametrize = pytest.mark.parametrize if pytest else (lambda *a, **k: (lambda f: f))
 TOTAL_STEPS = 40  # label correction starts at step 10 of the 20 run here
 
 
@@ -78,7 +79,7 @@ def compare(device, capture, rtol, atol, **kw):
     pa, pb = params(eager), params(graph)
     perr = ((pa - pb).norm() / pa.norm()).item()
     assert perr <= rtol, f"parameters: relative difference {perr:.2e}"
-    merr = ((eager.mu - graph.mu).abs() / eager.mu.abs()).item()
+    merr = ((eager.mu - graph.mu).abs() / (eager.mu.abs() + atol)).item()  # baselines: μ = 0
     assert merr <= rtol, f"mu: relative difference {merr:.2e}"
     return graph, err
 
@@ -86,10 +87,13 @@ def compare(device, capture, rtol, atol, **kw):
 # ------------------------------------------------------------------------------------- CPU
 
 
-def test_graph_path_computes_the_eager_losses_on_cpu():
+@parametrize("kw", [{}, dict(method="gjs"), dict(method="gjs", fuse_views=True)],
+              ids=["lci", "gjs two forwards", "gjs one batch"])
+def test_graph_path_computes_the_eager_losses_on_cpu(kw):
     """Static buffers, the lr as a tensor and the per-phase path: 20 steps, both correction
-    phases, two lr changes, the same losses, parameters and μ as the eager step."""
-    graph, _ = compare(torch.device("cpu"), capture=False, rtol=1e-5, atol=1e-6)
+    phases, two lr changes, the same losses, parameters and μ as the eager step (and GJS's
+    two views through θ in two forwards, its scripts' way, or in one)."""
+    graph, _ = compare(torch.device("cpu"), capture=False, rtol=1e-5, atol=1e-6, **kw)
     assert graph._graph.captures == 0  # nothing captured on a CPU
 
 
@@ -133,6 +137,17 @@ def cuda_replay_bf16_view_fused() -> float:
                    correction_source="view", fuse_views=True)[1]
 
 
+def cuda_replay_gjs_float32() -> float:
+    """GJS as its presets train it: float32, two forwards of θ (one per view)."""
+    return compare(torch.device("cuda"), capture=True, rtol=1e-3, atol=1e-4, amp="off",
+                   method="gjs")[1]
+
+
+@needs_cuda
+def test_cuda_graph_replay_matches_eager_gjs_float32():
+    cuda_replay_gjs_float32()
+
+
 @needs_cuda
 def test_cuda_graph_replay_matches_eager():
     """Captured and replayed (float32: bf16 rounding would only add noise): the same losses
@@ -165,6 +180,7 @@ def test_cuda_trainer_with_graphs_reports_the_eager_metrics():
 if __name__ == "__main__":
     failed = 0
     checks = {"float32 replay": cuda_replay_float32, "bf16 view+fused": cuda_replay_bf16_view_fused,
+              "gjs float32 replay": cuda_replay_gjs_float32,
               "trainer": test_cuda_trainer_with_graphs_reports_the_eager_metrics}
     for name, fn in checks.items():
         try:

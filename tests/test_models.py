@@ -81,6 +81,76 @@ def test_bad_num_classes():
 
 
 # ----------------------------------------------------------------------------------------------
+# weight init (init_scheme)
+
+
+def _convs(model):
+    """(fan_in, fan_out, weight) of every conv with enough weights for a tight std estimate."""
+    out = []
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv2d) and m.weight.numel() >= 9000:
+            k = m.weight[0, 0].numel()
+            out.append((m.in_channels * k, m.out_channels * k, m.weight.detach()))
+    return out
+
+
+def _is_torch_default(model) -> bool:
+    """PyTorch's Conv2d default: uniform(±1/sqrt(fan_in)), std 1/sqrt(3·fan_in)."""
+    convs = _convs(model)
+    return bool(convs) and all(
+        w.abs().max() <= fan_in ** -0.5 and abs(w.std() / (3 * fan_in) ** -0.5 - 1) < 0.05
+        for fan_in, _, w in convs)
+
+
+def _is_kaiming_fan_out(model) -> bool:
+    convs = _convs(model)
+    return bool(convs) and all(abs(w.std() / (2 / fan_out) ** 0.5 - 1) < 0.05
+                               for _, fan_out, w in convs)
+
+
+def test_gjs_network_keeps_pytorch_default_init():
+    """GJS's models/preact_resnet.py has no init code: a 64-channel 3x3 conv has weight std
+    1/sqrt(3·576) = 0.024 (kaiming fan_out would give sqrt(2/576) = 0.059)."""
+    torch.manual_seed(0)
+    model = create_model("preact_resnet34", 10)
+    assert _is_torch_default(model) and not _is_kaiming_fan_out(model)
+    w = model.layer2[1].conv1.weight
+    assert w.shape[:2] == (64, 64) and w.std().item() == pytest.approx(0.024, abs=0.001)
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all(torch.equal(b.weight, torch.ones_like(b.weight)) and not b.bias.any() for b in bns)
+    fc_bound = model.fc.in_features ** -0.5  # nn.Linear's default
+    assert model.fc.weight.abs().max() <= fc_bound and model.fc.weight.std() > fc_bound / 2
+
+
+def test_kaiming_stays_an_option_and_is_the_native_init_elsewhere():
+    torch.manual_seed(0)
+    kaiming = create_model("preact_resnet34", 10, init_scheme="kaiming")
+    assert _is_kaiming_fan_out(kaiming) and not _is_torch_default(kaiming)
+    assert kaiming.layer2[1].conv1.weight.std().item() == pytest.approx(0.059, abs=0.002)
+    cnn = create_model("small_cnn", 10, in_channels=1, image_size=8)  # digits' calibration
+    assert _is_kaiming_fan_out(cnn)
+    assert _is_torch_default(create_model("small_cnn", 10, in_channels=1, image_size=8,
+                                          init_scheme="torch"))
+    assert _is_torch_default(create_model("resnet18", 10, image_size=32, init_scheme="torch"))
+    assert _is_kaiming_fan_out(create_model("resnet18", 10, image_size=32))  # torchvision's own
+
+
+def test_init_scheme_resolves_per_model_and_reaches_the_trainer():
+    from lci.config import TrainConfig
+    from lci.trainer import Trainer
+
+    assert TrainConfig(dataset="cifar10").resolved().init_scheme == "torch"
+    assert TrainConfig(dataset="cifar100").resolved().init_scheme == "torch"
+    assert TrainConfig(dataset="digits").resolved().init_scheme == "kaiming"
+    assert TrainConfig(dataset="cifar10", init_scheme="kaiming").resolved().init_scheme == "kaiming"
+    with pytest.raises(ConfigError, match="init_scheme 'xavier'.*'auto', 'torch', 'kaiming'"):
+        TrainConfig(init_scheme="xavier")
+    tr = Trainer(TrainConfig(dataset="digits", epochs=1, device="cpu", init_scheme="torch"))
+    assert _is_torch_default(tr.engine.theta)
+    assert tr.cfg.init_scheme == "torch"
+
+
+# ----------------------------------------------------------------------------------------------
 # pretrained
 
 

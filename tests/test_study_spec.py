@@ -241,3 +241,21 @@ def test_unwritable_storage_fails_before_ray_starts(tmp_path, capsys):
     assert main(["sweep", "demo", "--storage", str(blocker / "results")]) == 2
     err = capsys.readouterr().err
     assert "cannot write results to" in err and str(blocker) in err
+
+
+def test_demo_reading_is_one_line_on_the_sym80_gap():
+    from study.cli import demo_reading
+    from study.results import Summary
+
+    def cell(method, noise, mean):
+        return {"cell": f"{method}_{noise}", "method": method, "noise": noise,
+                "test_acc": {"n": 3, "mean": mean, "std": 0.01}}
+
+    s = Summary("/x", "test_acc", cells=[cell("ce", "sym:0.8", 0.41), cell("gce", "sym:0.8", 0.66),
+                                         cell("lci", "sym:0.8", 0.72), cell("lci", "asym:0.4", 0.9)])
+    line = demo_reading(s)
+    assert "\n" not in line
+    assert "LCI 72.0 % vs CE 41.0 % (+31.0 points) and GCE 66.0 %" in line
+    assert "Memorisation" in line  # where the report shows the curve
+    s.cells[0]["test_acc"] = {"n": 0}  # CE not finished: no gap to state
+    assert "+" not in demo_reading(s) and "\n" not in demo_reading(s)
