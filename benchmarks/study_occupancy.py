@@ -48,7 +48,9 @@ def occupancy(spans: List[Tuple[float, float]], slots: int) -> Dict[str, float]:
 def run(args, sequential: bool) -> Dict[str, float]:
     import ray
 
-    from study.runner import StudyRunner, check_resources, connect
+    from study.connect import connect
+    from study.preflight import check_resources
+    from study.runner import StudyRunner
     from study.spec import load_spec
 
     storage = tempfile.mkdtemp(prefix="lci-occupancy-")

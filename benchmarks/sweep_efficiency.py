@@ -44,7 +44,8 @@ def main() -> None:
 
     import ray
 
-    from study.runner import StudyRunner, connect
+    from study.connect import connect
+    from study.runner import StudyRunner
     from study.spec import load_spec
 
     storage = tempfile.mkdtemp(prefix="lci-sweep-eff-")

@@ -63,7 +63,7 @@ def dry_run(spec, num_cpus: Optional[int] = None) -> str:
     and the graph of experiments with the study's width; starts nothing, writes nothing."""
     from .graph import build_graph, describe_graph
     from .protocol_view import describe as describe_settings
-    from .runner import check_datasets
+    from .preflight import check_datasets
 
     notes = [f"data: {w}" for w in check_datasets(spec, named_sets_here=False)]
     slots = int(num_cpus // spec.cpu) if num_cpus and spec.cpu and not spec.gpu else None

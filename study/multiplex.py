@@ -20,10 +20,11 @@ seconds of CPU per trial, which is as long as a short trial; with one Tuner a sl
 straight from one trial to the next, whichever cell it belongs to. Ray's resource scheduler
 still decides where and when each trial runs.
 
-What the driver does when an experiment ends (record the best parameters of a search, write
-the study state) lives in the runner; the searcher reaches it through :func:`hooks`, found by
-study folder, because Tune pickles the searcher into the experiment folder and a restored
-searcher must reach the live runner of the new driver.
+The searcher holds its state (the plans, every sub-searcher) and saves and restores it whole.
+What the driver does when an experiment starts or ends (choose a dependent's parameters, record
+a search's best parameters, write the study state) it asks of the :class:`StudyHooks` it was
+made with. Tune pickles the searcher into the study folder; a restored one finds the new
+driver's hooks in its ``restore``, the one place it looks them up (:mod:`study.live`).
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ from typing import Any, Dict, List, Optional, Protocol, Set, Tuple
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
+from .live import find
 from .trials import EXPERIMENT_KEY, TrialRecord
 
 logger = logging.getLogger(__name__)
@@ -56,27 +58,6 @@ class StudyHooks(Protocol):
 
     def experiment_ended(self, name: str, records: List[TrialRecord]) -> None:
         """Every trial of experiment ``name`` ended (called again if a retried one ends)."""
-
-
-_HOOKS: Dict[str, StudyHooks] = {}
-
-
-def register_hooks(study_dir: str, hooks: Optional[StudyHooks]) -> None:
-    if hooks is None:
-        _HOOKS.pop(study_dir, None)
-    else:
-        _HOOKS[study_dir] = hooks
-
-
-def hooks(study_dir: str) -> StudyHooks:
-    """The runner of the study at ``study_dir``; or the one runner of this process (a study
-    folder that was moved, or copied to another machine, keeps its old path in the saved
-    searcher)."""
-    if study_dir in _HOOKS:
-        return _HOOKS[study_dir]
-    if len(_HOOKS) == 1:
-        return next(iter(_HOOKS.values()))
-    raise RuntimeError(f"no study runner for {study_dir} in this process")
 
 
 @dataclass
@@ -117,9 +98,10 @@ def merge(base: Dict[str, Any], update: Dict[str, Any]) -> Dict[str, Any]:
 
 class StudySearcher(Searcher):
     def __init__(self, study_dir: str, plans: List[Plan], *, max_concurrent: Optional[int] = None,
-                 max_active: Optional[int] = None):
+                 max_active: Optional[int] = None, hooks: Optional[StudyHooks] = None):
         super().__init__(metric=None, mode=None)
         self.study_dir = study_dir
+        self._driver = hooks              # not saved: the live driver (see restore)
         index = {p.name: i for i, p in enumerate(plans)}
         self.plans = sorted(plans, key=lambda p: (PHASE_ORDER[p.phase], index[p.name]))
         self.max_concurrent = max_concurrent
@@ -128,6 +110,10 @@ class StudySearcher(Searcher):
         self._of: Dict[str, str] = {}     # trial id -> experiment name
         self.restored = False             # by restore(), from a saved state
         self.failure: Optional[BaseException] = None  # see _fail
+
+    def __getstate__(self) -> Dict[str, Any]:
+        # Tune pickles the searcher (tuner.pkl) while this driver holds it: never the driver
+        return {**self.__dict__, "_driver": None}
 
     # ----------------------------------------------------------------------------- tune
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
@@ -143,10 +129,10 @@ class StudySearcher(Searcher):
         return {p.name for p in self.plans if p.suggested and not p.done}
 
     def _hooks(self) -> StudyHooks:
-        h = hooks(self.study_dir)
-        if getattr(h, "searcher", None) is not self:
-            h.attach(self)
-        return h
+        if self._driver is None:
+            raise RuntimeError(f"the study searcher of {self.study_dir} has no driver: make it "
+                               "with hooks=..., or restore it while its driver is live")
+        return self._driver
 
     def _sub(self, p: Plan) -> Searcher:
         if p.name not in self._subs:
@@ -166,7 +152,6 @@ class StudySearcher(Searcher):
         if self.failure is not None:  # stop Tune: nothing more runs on a broken state
             raise RuntimeError(f"the study's searcher failed: {type(self.failure).__name__}: "
                                f"{self.failure}")
-        self._hooks()
         if all(p.suggested >= p.trials for p in self.plans):
             return Searcher.FINISHED
         live = sum(len(p.live) for p in self.plans)
@@ -217,6 +202,14 @@ class StudySearcher(Searcher):
         """The sub-searchers of the experiments that started (name -> searcher)."""
         return dict(self._subs)
 
+    def ended_experiments(self) -> List[Tuple[str, List[TrialRecord]]]:
+        """Every experiment whose trials all ended, with their records."""
+        return [(p.name, p.records()) for p in self.plans if p.done]
+
+    def dependents_started(self, name: str) -> bool:
+        """Whether an experiment that waits for ``name`` has had a trial suggested."""
+        return any(p.suggested for p in self.plans if name in p.needs)
+
     # ---------------------------------------------------------------------- save/restore
     def save(self, checkpoint_path: str) -> None:
         subs = {}
@@ -226,7 +219,7 @@ class StudySearcher(Searcher):
                 sub.save(f)  # each sub-searcher's own format (OptunaSearch: its __dict__)
                 with open(f, "rb") as fh:
                     subs[name] = (type(sub), fh.read())
-        state = {k: v for k, v in self.__dict__.items() if k != "_subs"}
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_subs", "_driver")}
         with open(checkpoint_path, "wb") as fh:
             pickle.dump({"state": state, "subs": subs}, fh)
 
@@ -240,7 +233,10 @@ class StudySearcher(Searcher):
             with open(checkpoint_path, "rb") as fh:
                 saved = pickle.load(fh)
             state, subs = dict(saved["state"]), {}
-            h = hooks(state["study_dir"])
+            h = find(state["study_dir"])  # the one lookup (study.live)
+            if h is None:
+                raise RuntimeError(f"no live driver for the study {state['study_dir']} in "
+                                   "this process")
             with tempfile.TemporaryDirectory(prefix="lci-searcher-") as tmp:
                 for name, (cls, blob) in saved["subs"].items():
                     f = os.path.join(tmp, "s.pkl")
@@ -259,15 +255,14 @@ class StudySearcher(Searcher):
                         p.live.add(tid)
         except Exception as e:  # noqa: BLE001 - Tune would swallow it and start over
             self._fail(e)
-            try:
-                self._hooks()  # the runner sees the failure after the run
-            except Exception:  # noqa: BLE001
-                pass
+            driver = find(self.study_dir)
+            if driver is not None:
+                driver.attach(self)  # the runner sees the failure after the run
             return
         self.__dict__.update(state)
-        self._subs, self.restored, self.failure = subs, True, None
+        self._subs, self.restored, self.failure, self._driver = subs, True, None, h
         try:
-            self._hooks()  # the runner re-applies its caps and records missed ends now
+            h.attach(self)  # the runner re-applies its caps and records missed ends now
         except Exception as e:  # noqa: BLE001
             self._fail(e)
 

@@ -1,5 +1,7 @@
-"""Checks of the services a study talks to, before Ray starts: a service that is down or a
-driver that is missing would otherwise show up minutes later as a hang or a traceback.
+"""What can refuse a study before anything is written: the services it talks to, its data
+sets, and the resources per trial. A service that is down, a driver or data set that is
+missing, or a trial no node can hold would otherwise show up minutes later as a hang or a
+traceback (or as one failure per trial).
 
 - the Optuna database URL (``optuna_storage: postgresql://...``): its SQLAlchemy driver is
   installed and the database answers;
@@ -13,13 +15,17 @@ and what to do; each waits at most :data:`TIMEOUT_S` for an answer.
 """
 from __future__ import annotations
 
+import logging
 import threading
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Dict, List, Optional
 from urllib.parse import urlsplit, urlunsplit
 
 from lci.errors import LCIError
 
 from . import storage
+from .spec import StudySpec
+
+logger = logging.getLogger(__name__)
 
 #: seconds a service may take to answer the preflight
 TIMEOUT_S = 10.0
@@ -133,6 +139,38 @@ def check_services(spec, timeout: float = TIMEOUT_S) -> None:
         check_mlflow(mlflow_uri(ml, spec.study_dir), timeout)
 
 
+def check_resumable(spec, study_dir: str, experiments: List[str], searches: List[str]) -> None:
+    """``--resume``: a study folder of this version's layout, with its searches' Optuna file."""
+    from .trials import TRIALS_DIR, read_study_trials
+
+    if not storage.exists(storage.join(study_dir, TRIALS_DIR, "tuner.pkl")) and any(
+            storage.exists(storage.join(study_dir, name, "tuner.pkl")) for name in experiments):
+        raise LCIError(f"{study_dir} was started by lci-study 0.2 or earlier (one Tune run per "
+                       "experiment) and cannot be resumed by this version; finish it with "
+                       "0.2, or start it again under another name or --storage")
+    started = any(name in searches and recs
+                  for name, recs in read_study_trials(study_dir).items())
+    check_search_files(spec, started)
+
+
+def check_storage(study_dir: str) -> None:
+    """A local study folder can be written (probing the nearest folder that exists, which
+    leaves nothing behind); an ``s3://`` one is checked by Tune."""
+    import os
+
+    from lci.outputs import check_writable
+
+    if storage.is_uri(study_dir):
+        return
+    here = study_dir
+    while not os.path.exists(here) and os.path.dirname(here) != here:
+        here = os.path.dirname(here)
+    if not os.path.isdir(here):
+        raise LCIError(f"cannot write results to {study_dir!r}: {here!r} is a file, not a "
+                       "folder")
+    check_writable(here)
+
+
 def check_search_files(spec, searches_started: bool) -> Optional[str]:
     """On ``--resume``: the study's own Optuna file must still be there when its searches
     have started (else Optuna fails deep inside the restored searcher). Returns its path."""
@@ -147,3 +185,78 @@ def check_search_files(spec, searches_started: bool) -> Optional[str]:
                        "which --resume continues; put back a copy of it, or start the study again under "
                        "another name or --storage")
     return path
+
+
+# ------------------------------------------------------------------ data sets and resources
+def check_datasets(spec: StudySpec, *, named_sets_here: bool = True) -> List[str]:
+    """Every data set of every cell exists, before Ray starts (the dry run too): a missing
+    file would fail every trial the same way. A file the spec names (``.npz``, ``.csv``, an
+    image folder) must exist here. A named set (``cifar10`` under ``data_dir``) must exist here
+    when the trials run here (``named_sets_here``); on a cluster the workers may hold it while
+    the driver does not, so then it is returned as a warning instead."""
+    from lci.config import TrainConfig
+    from lci.data import check_dataset
+    from lci.data.registry import dataset_names
+
+    seen, warnings = set(), []
+    for cell in spec.cells:
+        cfg = TrainConfig.from_known(cell.base)
+        key = (cfg.dataset, cfg.data_dir)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            check_dataset(cfg)
+        except LCIError as e:
+            if cfg.dataset in dataset_names() and not named_sets_here:
+                warnings.append(f"{cfg.dataset}: not found here ({e}); the trials' machines "
+                                "must have it")
+            else:
+                raise LCIError(f"cell {cell.id}: {e}") from None
+    return warnings
+
+
+def _slots(resources: Dict[str, float], cpu: float, gpu: float) -> int:
+    """Trials of (cpu, gpu) that fit in ``resources`` at once."""
+    fits = []
+    if cpu > 0:
+        fits.append(int(resources.get("CPU", 0) // cpu))
+    if gpu > 0:
+        fits.append(int(resources.get("GPU", 0) // gpu))
+    return min(fits) if fits else 0
+
+
+def _resources_text(resources: List[Dict[str, float]]) -> str:
+    return ", ".join(f"{r.get('CPU', 0):g} CPU / {r.get('GPU', 0):g} GPU" for r in resources)
+
+
+def check_resources(spec: StudySpec, cluster: bool = False) -> int:
+    """A trial's resources must fit on one node; returns the cluster's slots for such trials
+    now. On the local Ray this driver started that is final: :class:`LCIError` with the
+    numbers. On a cluster (``cluster``) with an autoscaler (:mod:`study.autoscaling`) no node
+    may fit yet (a fresh cluster has no worker): then the trial must fit a node type the
+    autoscaler can launch, where those are visible, and is accepted where they are not."""
+    import ray
+
+    from .autoscaling import autoscaler
+
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    if not any(_slots(r, spec.cpu, spec.gpu) for r in nodes):
+        need = f"each trial needs cpu={spec.cpu:g} gpu={spec.gpu:g}"
+        have = f"nodes: {_resources_text(nodes) or 'none'}"
+        scaler = autoscaler() if cluster else None
+        if scaler is None:
+            raise LCIError(f"{need}, but no node of the cluster has that much ({have}); lower "
+                           "`resources:` in the spec")
+        types = scaler.node_types
+        if types is not None and not any(_slots(r, spec.cpu, spec.gpu) for r in types.values()):
+            listed = ", ".join(f"{k}: {_resources_text([r])}" for k, r in sorted(types.items()))
+            raise LCIError(f"{need}, but no node of the cluster has that much ({have}) nor "
+                           f"any node type its autoscaler can add ({listed}); lower "
+                           "`resources:` in the spec")
+        label = f"v{scaler.version}" if scaler.version else "of the cluster config"
+        logger.warning("%s and no node of the cluster has that much yet (%s): the autoscaler "
+                       "(%s) adds nodes for the pending trials%s", need, have, label,
+                       "" if types is not None else "; its node types are not visible here, "
+                       "so a trial larger than all of them waits forever")
+    return _slots(ray.cluster_resources(), spec.cpu, spec.gpu)

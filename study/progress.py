@@ -4,14 +4,13 @@ Several experiments run at once, so per-experiment bars would interleave. The st
 :class:`StudyProgress`: on a terminal a single tqdm bar (trials done / total, running now,
 failures, ETA), elsewhere (CI logs, ``ray job`` logs) one line per finished trial; plus one
 line when an experiment finishes or a trial fails. The study's Tuner gets a
-:class:`TrialEvents` callback that forwards trial events to the view, found by key (the study
-folder: Tune pickles callbacks into it, and a restored run must reach the live view of the
-new driver).
+:class:`TrialEvents` callback that forwards trial events to the view of the study's live
+driver (:mod:`study.live`: Tune pickles callbacks into the study folder, and a restored run
+must reach the view of the new driver).
 """
 from __future__ import annotations
 
 import sys
-import threading
 import time
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
@@ -19,9 +18,6 @@ from ray import tune
 
 from .trials import EXPERIMENT_KEY, FAILED_KEY
 from .trials import failure_reason as _reason_of
-
-_VIEWS: Dict[str, "StudyProgress"] = {}
-
 
 class StudyProgress:
     def __init__(self, key: str, total: int, done: int = 0,
@@ -35,11 +31,9 @@ class StudyProgress:
         # ends again on resume, and is not counted twice
         self._counted = set(ended_ids)
         self.echo = echo
-        self._lock = threading.Lock()
         self._t0 = time.time()
         self._done_at_start = self.done
         self._bar = None
-        _VIEWS[key] = self
         if _tty():
             from tqdm.auto import tqdm
 
@@ -48,37 +42,33 @@ class StudyProgress:
 
     # ---------------------------------------------------------------------------- events
     def trial_started(self, experiment: str, trial_id: str) -> None:
-        with self._lock:
-            self.running.add((experiment, trial_id))
-            self._refresh()
+        self.running.add((experiment, trial_id))
+        self._refresh()
 
     def trial_ended(self, experiment: str, trial: Any, failed: bool, reason: str = "") -> None:
-        with self._lock:
-            self.running.discard((experiment, trial.trial_id))
-            if trial.trial_id in self._counted:
-                self._refresh()
-                return
-            self._counted.add(trial.trial_id)
-            self._ended[experiment] = self._ended.get(experiment, 0) + 1
-            self.done += 1
-            self.failed += int(failed)
-            last = trial.last_result or {}
-            if failed:
-                self._line(f"  {experiment}: trial {trial.trial_id} FAILED {reason}".rstrip())
-            elif self._bar is None:
-                seed = trial.config.get("seed")
-                self._line(f"  [{self.done}/{self.total}] {experiment}  {trial.trial_id}  "
-                           f"seed={seed}  epoch={last.get('epoch')}")
+        self.running.discard((experiment, trial.trial_id))
+        if trial.trial_id in self._counted:
             self._refresh()
+            return
+        self._counted.add(trial.trial_id)
+        self._ended[experiment] = self._ended.get(experiment, 0) + 1
+        self.done += 1
+        self.failed += int(failed)
+        last = trial.last_result or {}
+        if failed:
+            self._line(f"  {experiment}: trial {trial.trial_id} FAILED {reason}".rstrip())
+        elif self._bar is None:
+            seed = trial.config.get("seed")
+            self._line(f"  [{self.done}/{self.total}] {experiment}  {trial.trial_id}  "
+                       f"seed={seed}  epoch={last.get('epoch')}")
+        self._refresh()
 
     def ended_by_experiment(self) -> Dict[str, int]:
         """Trials that ended in this driver, per experiment."""
-        with self._lock:
-            return dict(self._ended)
+        return dict(self._ended)
 
     def experiment_line(self, text: str) -> None:
-        with self._lock:
-            self._line(text)
+        self._line(text)
 
     # ---------------------------------------------------------------------------- output
     def _line(self, text: str) -> None:
@@ -105,7 +95,6 @@ class StudyProgress:
         self._bar.set_postfix_str(f"{post}, eta {self._eta()}", refresh=True)
 
     def close(self) -> None:
-        _VIEWS.pop(self.key, None)
         if self._bar is not None:
             self._bar.close()
             self._bar = None
@@ -116,7 +105,10 @@ def _tty() -> bool:
 
 
 def view(key: Optional[str]) -> Optional[StudyProgress]:
-    return _VIEWS.get(key) if key else None
+    """The progress view of the live driver of study folder ``key`` (:mod:`study.live`)."""
+    from .live import find
+
+    return getattr(find(key), "progress", None)
 
 
 def failure_reason(trial: Any) -> str:

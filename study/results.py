@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from .summary_stats import finite_number, summarize
-from .trials import (CRASHED, DIVERGED, REFUSED, TrialRecord, get_path,  # noqa: F401
-                     read_trials)
+from .trials import CRASHED, DIVERGED, FAILED, REFUSED, TrialRecord, get_path
 
 
 def best_trial(records: Sequence[TrialRecord], metric: str, mode: str,
@@ -97,3 +96,38 @@ class Summary:
         lines += self.failure_lines()
         lines.append(f"results: {self.study_dir}")
         return "\n".join(lines)
+
+
+def build_summary(spec, nodes, trials: Mapping[str, List[TrialRecord]],
+                  chosen_params: Callable[[Any], Dict[str, Any]],
+                  best: Callable[[str], Optional[Dict[str, Any]]]) -> Summary:
+    """The end-of-study summary of ``spec``: per evaluation its cell's parameters
+    (``chosen_params(cell)``), the metric's mean ± std over the finished seeds and the
+    search's best score (``best(cell id)``); per sweep the points; every failed trial by
+    kind. ``trials``: the study's trials by experiment (:func:`study.trials.read_study_trials`)."""
+    metric = spec.evaluation.metric
+    s = Summary(spec.study_dir, metric)
+    for node in nodes:
+        recs = trials.get(node.name, [])
+        for r in recs:
+            if r.status() == FAILED:
+                s.add_failure(node.name, r)
+        done = [r for r in recs if r.finished()]
+        cell = node.cell
+        if node.phase == "evaluation":
+            row = {"cell": cell.id, "method": cell.method, "noise": cell.noise,
+                   "robust_loss": cell.robust_loss, "params": chosen_params(cell),
+                   metric: mean_std([r.last.get(metric) for r in done]),
+                   "seeds": sorted(r.config.get("seed") for r in done)}
+            found = best(cell.id)
+            if found and spec.search:
+                row["search_" + spec.search.metric] = found.get(spec.search.metric)
+            s.cells.append(row)
+        elif node.phase == "sweep":
+            sw = spec.sweep
+            points = [{"value": v, **mean_std([r.last.get(sw.metric) for r in done
+                                               if get_path(r.config, sw.param.path) == v])}
+                      for v in sw.values]
+            s.sweeps.append({"cell": cell.id, "param": sw.param.name, "metric": sw.metric,
+                             "points": points})
+    return s

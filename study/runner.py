@@ -20,119 +20,19 @@ from .experiment import (Experiment, ExperimentContext, StorageFull,  # noqa: F4
                          StudyInterrupted, disk_full, trial_dirname, trial_name)
 from .graph import ExperimentNode, build_graph, study_width
 from .lock import StudyLock
-from .multiplex import Plan, StudySearcher, StudyTrialScheduler, register_hooks
-from .preflight import check_search_files, check_services
+from .live import live
+from .multiplex import Plan, StudySearcher, StudyTrialScheduler
+from .connect import PENDING_ENV, connect
+from .preflight import (check_datasets, check_resources, check_resumable, check_services,
+                        check_storage)
 from .progress import StudyProgress, TrialEvents
-from .results import Summary, best_trial, get_path, mean_std
+from .results import Summary, best_trial, build_summary, get_path
 from .signals import StopSignals
 from .spec import StudySpec
 from .state import StudyState
-from .trials import FAILED, INCOMPLETE, TRIALS_DIR, read_study_trials
+from .trials import INCOMPLETE, TRIALS_DIR, read_study_trials
 
 logger = logging.getLogger(__name__)
-PENDING_ENV = "TUNE_MAX_PENDING_TRIALS_PG"
-
-
-def connect(address: Optional[str] = None, num_cpus: Optional[int] = None) -> bool:
-    """Start local Ray (dashboard off) or join a cluster; returns whether we started it."""
-    import ray
-
-    # Tune's classic reporter honours verbose=0; our StudyProgress prints instead
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    # checkpoints every few epochs with num_to_keep set force frequent experiment snapshots;
-    # that is expected here (small experiment state), not worth a warning per trial
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    # a trial that ends on an error that would recur reports its reason without the metric
-    # (study.trials.FAILED_KEY); our searchers handle that result, Tune's strict check would not
-    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
-    if ray.is_initialized():
-        return False
-    # Trial workers' stdout/stderr stay in the Ray session's log files (log_to_driver=False):
-    # the console shows our progress lines, and a failed trial's reason.
-    if address:
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
-    else:
-        # address="local": a new Ray on this machine even if `ray start` left an address
-        # behind; no dashboard, so nothing listens beyond localhost
-        ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1,
-                 include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
-    return True
-
-
-# --------------------------------------------------------------------------- preflight checks
-def check_datasets(spec: StudySpec, *, named_sets_here: bool = True) -> List[str]:
-    """Every data set of every cell exists, before Ray starts (the dry run too): a missing
-    file would fail every trial the same way. A file the spec names (``.npz``, ``.csv``, an
-    image folder) must exist here. A named set (``cifar10`` under ``data_dir``) must exist here
-    when the trials run here (``named_sets_here``); on a cluster the workers may hold it while
-    the driver does not, so then it is returned as a warning instead."""
-    from lci.config import TrainConfig
-    from lci.data import check_dataset
-    from lci.data.registry import dataset_names
-
-    seen, warnings = set(), []
-    for cell in spec.cells:
-        cfg = TrainConfig.from_known(cell.base)
-        key = (cfg.dataset, cfg.data_dir)
-        if key in seen:
-            continue
-        seen.add(key)
-        try:
-            check_dataset(cfg)
-        except LCIError as e:
-            if cfg.dataset in dataset_names() and not named_sets_here:
-                warnings.append(f"{cfg.dataset}: not found here ({e}); the trials' machines "
-                                "must have it")
-            else:
-                raise LCIError(f"cell {cell.id}: {e}") from None
-    return warnings
-
-
-def _slots(resources: Dict[str, float], cpu: float, gpu: float) -> int:
-    """Trials of (cpu, gpu) that fit in ``resources`` at once."""
-    fits = []
-    if cpu > 0:
-        fits.append(int(resources.get("CPU", 0) // cpu))
-    if gpu > 0:
-        fits.append(int(resources.get("GPU", 0) // gpu))
-    return min(fits) if fits else 0
-
-
-def _resources_text(resources: List[Dict[str, float]]) -> str:
-    return ", ".join(f"{r.get('CPU', 0):g} CPU / {r.get('GPU', 0):g} GPU" for r in resources)
-
-
-def check_resources(spec: StudySpec, cluster: bool = False) -> int:
-    """A trial's resources must fit on one node; returns the cluster's slots for such trials
-    now. On the local Ray this driver started that is final: :class:`LCIError` with the
-    numbers. On a cluster (``cluster``) with an autoscaler (:mod:`study.autoscaling`) no node
-    may fit yet (a fresh cluster has no worker): then the trial must fit a node type the
-    autoscaler can launch, where those are visible, and is accepted where they are not."""
-    import ray
-
-    from .autoscaling import autoscaler
-
-    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
-    if not any(_slots(r, spec.cpu, spec.gpu) for r in nodes):
-        need = f"each trial needs cpu={spec.cpu:g} gpu={spec.gpu:g}"
-        have = f"nodes: {_resources_text(nodes) or 'none'}"
-        scaler = autoscaler() if cluster else None
-        if scaler is None:
-            raise LCIError(f"{need}, but no node of the cluster has that much ({have}); lower "
-                           "`resources:` in the spec")
-        types = scaler.node_types
-        if types is not None and not any(_slots(r, spec.cpu, spec.gpu) for r in types.values()):
-            listed = ", ".join(f"{k}: {_resources_text([r])}" for k, r in sorted(types.items()))
-            raise LCIError(f"{need}, but no node of the cluster has that much ({have}) nor "
-                           f"any node type its autoscaler can add ({listed}); lower "
-                           "`resources:` in the spec")
-        label = f"v{scaler.version}" if scaler.version else "of the cluster config"
-        logger.warning("%s and no node of the cluster has that much yet (%s): the autoscaler "
-                       "(%s) adds nodes for the pending trials%s", need, have, label,
-                       "" if types is not None else "; its node types are not visible here, "
-                       "so a trial larger than all of them waits forever")
-    return _slots(ray.cluster_resources(), spec.cpu, spec.gpu)
 
 
 # ------------------------------------------------------------------------------------ runner
@@ -156,7 +56,7 @@ class StudyRunner:
         self.nodes = build_graph(spec)
         self.key = self.dir  # one driver per study folder (study.lock)
         self.slots: Optional[int] = None
-        self._progress: Optional[StudyProgress] = None
+        self.progress: Optional[StudyProgress] = None  # found by TrialEvents (study.live)
         self.experiments: Dict[str, Experiment] = {}
         self.searcher: Optional[StudySearcher] = None  # the live one, once Tune runs it
         self._ctx: Optional[ExperimentContext] = None
@@ -168,30 +68,13 @@ class StudyRunner:
         """Everything that can refuse the study without writing anything."""
         for change in self.state.check(self.spec.to_json(), self.resume):
             self.echo(f"resume: {change} (cannot change results)")
-        if self.resume and not storage.exists(storage.join(self.tune_dir, "tuner.pkl")) and any(
-                storage.exists(storage.join(self.dir, n.name, "tuner.pkl")) for n in self.nodes):
-            raise LCIError(f"{self.dir} was started by lci-study 0.2 or earlier (one Tune run per "
-                           "experiment) and cannot be resumed by this version; finish it with "
-                           "0.2, or start it again under another name or --storage")
         if self.resume:
-            searches = {n.name for n in self.nodes if n.phase == "search"}
-            started = any(name in searches and recs
-                          for name, recs in read_study_trials(self.dir).items())
-            check_search_files(self.spec, started)
+            check_resumable(self.spec, self.dir, [n.name for n in self.nodes],
+                            [n.name for n in self.nodes if n.phase == "search"])
         check_services(self.spec)
         for w in check_datasets(self.spec, named_sets_here=not self.address):
             self.echo(f"warning: {w}")
-        if not storage.is_uri(self.dir):
-            from lci.outputs import check_writable
-
-            # the nearest path that exists: probing it creates nothing that stays
-            here = self.dir
-            while not os.path.exists(here) and os.path.dirname(here) != here:
-                here = os.path.dirname(here)
-            if not os.path.isdir(here):
-                raise LCIError(f"cannot write results to {self.dir!r}: {here!r} is a file, "
-                               "not a folder")
-            check_writable(here)
+        check_storage(self.dir)
 
     def prepare(self) -> None:
         from .tracking import tracking_callbacks
@@ -237,33 +120,21 @@ class StudyRunner:
                 done_before += ended
                 self.echo(f"{n.name}: resuming ({ended} of {n.trials} trials ended; "
                           "interrupted ones continue from their checkpoints)")
-        self._progress = StudyProgress(self.key, counts["total"], done_before, echo=self.echo,
-                                       ended_ids=ended_ids)
+        self.progress = StudyProgress(
+            self.key, counts["total"], done_before, echo=self.echo, ended_ids=ended_ids)
         stop = tune_compat.install_stop_event()
-        register_hooks(self.dir, self)
         # Tune reads this when the run starts; a value the user set is kept
         pending_set = PENDING_ENV not in os.environ
         if pending_set:
             os.environ[PENDING_ENV] = str(self.pending_trials())
         try:
-            try:
-                self._tuner().fit()
-                self._check_searcher()
-            except Exception as e:
-                failure = self.searcher.failure if self.searcher is not None else None
-                if disk_full(e) or disk_full(failure):
-                    raise StorageFull(
-                        f"study {spec.name} stopped: no space left on the device that holds "
-                        f"{self.dir}. Free space, then continue with `lci sweep "
-                        f"{spec.source or spec.name} --storage {spec.storage} --resume` "
-                        "(ended trials are kept; running ones start again from their last "
-                        "checkpoints)") from None
-                raise
+            # the searcher and callbacks Tune restores find this driver (study.live)
+            with live(self.dir, self):
+                self._run_tuner()
         finally:
             if pending_set:
                 os.environ.pop(PENDING_ENV, None)
-            register_hooks(self.dir, None)
-            self._progress.close()
+            self.progress.close()
         if not all(self.state.experiment_ended(n.name) for n in self.nodes):
             if stop.is_set():
                 raise StudyInterrupted(
@@ -275,6 +146,24 @@ class StudyRunner:
         summary = self.summary()
         self.state.write_summary(summary.to_json())
         return summary
+
+    def _run_tuner(self) -> None:
+        """Tune's run to its end; a full disk (anywhere: Tune, the searcher, the state) is
+        :class:`StorageFull` with what to do."""
+        spec = self.spec
+        try:
+            self._tuner().fit()
+            self._check_searcher()
+        except Exception as e:
+            failure = self.searcher.failure if self.searcher is not None else None
+            if disk_full(e) or disk_full(failure):
+                raise StorageFull(
+                    f"study {spec.name} stopped: no space left on the device that holds "
+                    f"{self.dir}. Free space, then continue with `lci sweep "
+                    f"{spec.source or spec.name} --storage {spec.storage} --resume` "
+                    "(ended trials are kept; running ones start again from their last "
+                    "checkpoints)") from None
+            raise
 
     def _tuner(self):
         """The study's one Tune run (:mod:`study.multiplex`): restored from the study folder
@@ -302,7 +191,8 @@ class StudyRunner:
             e.fresh_start()
         plans = [Plan(n.name, n.phase, n.trials, n.needs, n.cap) for n in self.nodes]
         searcher = StudySearcher(self.dir, plans, max_concurrent=self.max_concurrent,
-                                 max_active=self.max_experiments)
+                                 max_active=self.max_experiments, hooks=self)
+        self.searcher = searcher
         asha = {name: a for name, e in self.experiments.items() if (a := e.asha())}
         return tune.Tuner(
             trainable, param_space={},
@@ -358,9 +248,9 @@ class StudyRunner:
     def record_missed_ends(self) -> None:
         """Experiments the searcher saw end but the state file does not have (a driver that
         died between the two writes, or a write that failed during the run)."""
-        for p in self.searcher.plans if self.searcher is not None else []:
-            if p.done and not self.state.experiment_ended(p.name):
-                self.experiment_ended(p.name, p.records())
+        for name, records in self.searcher.ended_experiments() if self.searcher else []:
+            if not self.state.experiment_ended(name):
+                self.experiment_ended(name, records)
 
     def sub_searcher(self, name: str):
         exp = self.experiments[name]
@@ -373,8 +263,7 @@ class StudyRunner:
         out = exp.outcome(records)
         # a search ends again when --resume reruns its errored trials; once an evaluation or
         # sweep has started with its best parameters, those stay the cell's parameters
-        started = self.searcher is not None and any(
-            p.suggested for p in self.searcher.plans if node.name in p.needs)
+        started = self.searcher is not None and self.searcher.dependents_started(node.name)
         if node.phase == "search" and not started:
             self._record_best(node, exp, records)
         self.state.set_experiment(node.name, status="done" if not out["failed"] else "errors",
@@ -382,7 +271,7 @@ class StudyRunner:
         if node.phase == "search":
             self._export_searches()
         tail = f", {out['failed']} failed (see error.txt in their folders)" if out["failed"] else ""
-        self._progress.experiment_line(f"{node.name}: done, {out['finished']} of "
+        self.progress.experiment_line(f"{node.name}: done, {out['finished']} of "
                                        f"{out['trials']} trials finished{tail}")
 
     def _export_searches(self) -> None:
@@ -393,7 +282,7 @@ class StudyRunner:
         if not self.spec.search or not needs_export(self.spec.optuna_storage, self.dir):
             return
         subs = self.searcher.searches() if self.searcher is not None else {}
-        done = {self.experiments[name].node.cell.id: sub._ot_study._storage
+        done = {self.experiments[name].node.cell.id: sub.optuna_study()[1]
                 for name, sub in subs.items()
                 if self.experiments[name].node.phase == "search"
                 and self.state.experiment_ended(name)}
@@ -405,7 +294,7 @@ class StudyRunner:
         epochs = exp.epochs(exp.base_config({}))
         best = best_trial(records, search.metric, search.mode, epochs)
         if best is None:
-            self._progress.experiment_line(f"  {node.cell.id}: no search trial finished; "
+            self.progress.experiment_line(f"  {node.cell.id}: no search trial finished; "
                                            "evaluating the fixed settings")
             self.state.set_best(node.cell.id, None)
             return
@@ -413,7 +302,7 @@ class StudyRunner:
         self.state.set_best(node.cell.id, {"params": params,
                                            search.metric: best.last[search.metric],
                                            "trial_id": best.trial_id, "experiment": node.name})
-        self._progress.experiment_line(
+        self.progress.experiment_line(
             f"  {node.cell.id}: best {search.metric}={best.last[search.metric]:.4f} "
             + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                        for k, v in params.items()))
@@ -429,34 +318,9 @@ class StudyRunner:
 
     # --------------------------------------------------------------------------- report
     def summary(self) -> Summary:
-        spec = self.spec
-        metric = spec.evaluation.metric
-        s = Summary(self.dir, metric)
-        trials = read_study_trials(self.dir)
-        for node in self.nodes:
-            recs = trials.get(node.name, [])
-            for r in recs:
-                if r.status() == FAILED:
-                    s.add_failure(node.name, r)
-            done = [r for r in recs if r.finished()]
-            cell = node.cell
-            if node.phase == "evaluation":
-                row = {"cell": cell.id, "method": cell.method, "noise": cell.noise,
-                       "robust_loss": cell.robust_loss, "params": self.chosen_params(cell),
-                       metric: mean_std([r.last.get(metric) for r in done]),
-                       "seeds": sorted(r.config.get("seed") for r in done)}
-                best = self.state.best(cell.id)
-                if best and spec.search:
-                    row["search_" + spec.search.metric] = best.get(spec.search.metric)
-                s.cells.append(row)
-            elif node.phase == "sweep":
-                sw = spec.sweep
-                points = [{"value": v, **mean_std([r.last.get(sw.metric) for r in done
-                                                   if get_path(r.config, sw.param.path) == v])}
-                          for v in sw.values]
-                s.sweeps.append({"cell": cell.id, "param": sw.param.name, "metric": sw.metric,
-                                 "points": points})
-        return s
+        """The end-of-study table, read back from the trial folders."""
+        return build_summary(self.spec, self.nodes, read_study_trials(self.dir),
+                             self.chosen_params, self.state.best)
 
 
 # ----------------------------------------------------------------------------- entry point

@@ -132,6 +132,10 @@ class TruncationAwareOptunaSearch(OptunaSearch):
         self.__dict__.update(state)
         self.repair_orphans()
 
+    def optuna_study(self):
+        """``(study name, storage)`` of this search's Optuna study (for exporting it)."""
+        return self._study_name, self._ot_study._storage
+
     def repair_orphans(self) -> int:
         known = {t._trial_id for t in self._ot_trials.values()}
         n = 0

@@ -156,8 +156,8 @@ def test_resume_refuses_a_changed_fuse_seeds(tmp_path):
     assert specs[0].to_json()["fuse_seeds"] is None  # as in a study.json written before
     state = StudyState(specs[0].study_dir)
     state.open(specs[0].to_json())
-    assert state.check(specs[0].to_json(), resume=True) is not None
-    with pytest.raises(LCIError, match="changed: fuse_seeds"):
+    assert state.check(specs[0].to_json(), resume=True) == []  # the same spec: nothing to say
+    with pytest.raises(LCIError, match=r"evaluation\.fuse_seeds: false -> true"):
         state.check(specs[1].to_json(), resume=True)
 
 

@@ -10,7 +10,8 @@ from ray.tune.search import Searcher
 
 from study.experiment import Experiment, ExperimentContext
 from study.graph import build_graph, describe_graph, study_width
-from study.multiplex import Plan, StudySearcher, StudyTrialScheduler, register_hooks
+from study.live import find, live
+from study.multiplex import Plan, StudySearcher, StudyTrialScheduler
 from study.spec import load_spec
 
 
@@ -49,7 +50,6 @@ class Hooks:
         self.spec, self.dir = spec, study_dir
         self.nodes = {n.name: n for n in build_graph(spec)}
         self.ended, self.searcher = [], None
-        register_hooks(study_dir, self)
 
     def attach(self, searcher):
         self.searcher = searcher
@@ -66,7 +66,7 @@ class Hooks:
 def _mux(spec, tmp_path, **kw):
     hooks = Hooks(spec, str(tmp_path))
     plans = [Plan(n.name, n.phase, n.trials, n.needs, n.cap) for n in build_graph(spec)]
-    return StudySearcher(str(tmp_path), plans, **kw), hooks
+    return StudySearcher(str(tmp_path), plans, hooks=hooks, **kw), hooks
 
 
 def _complete(mux, tid, cfg, epochs=None):
@@ -99,7 +99,6 @@ def test_every_ready_experiment_runs_at_once_and_dependents_after_their_search(t
     cfg = mux.suggest("t900")
     dependents = {n.name for n in nodes if search.name in n.needs}
     assert cfg["experiment"] in dependents and cfg["m"] == 0.5
-    register_hooks(str(tmp_path), None)
 
 
 def test_caps_study_wide_per_search_and_one_experiment_at_a_time(tmp_path):
@@ -109,7 +108,6 @@ def test_caps_study_wide_per_search_and_one_experiment_at_a_time(tmp_path):
     assert sum(c is not None for c in got) == 7  # the study-wide cap
     _complete(mux, "a0", got[0])
     assert mux.suggest("a10") is not None and mux.suggest("a11") is None
-    register_hooks(str(tmp_path), None)
 
     one, _ = _mux(spec, tmp_path / "one", max_active=1)
     first = [one.suggest(f"b{i}") for i in range(6)]
@@ -117,7 +115,6 @@ def test_caps_study_wide_per_search_and_one_experiment_at_a_time(tmp_path):
     for i in range(5):
         _complete(one, f"b{i}", first[i])
     assert one.suggest("b6")["experiment"] != first[0]["experiment"]
-    register_hooks(str(tmp_path / "one"), None)
 
     search = load_spec("demo")
     capped, _ = _mux(search, tmp_path / "cap")
@@ -128,7 +125,6 @@ def test_caps_study_wide_per_search_and_one_experiment_at_a_time(tmp_path):
     for p in capped.plans:
         if p.phase == "search":
             assert names.count(p.name) == 2  # a search's own max_concurrent
-    register_hooks(str(tmp_path / "cap"), None)
 
 
 def test_saved_searcher_state_continues_where_it_stopped(tmp_path):
@@ -142,7 +138,9 @@ def test_saved_searcher_state_continues_where_it_stopped(tmp_path):
     path = str(tmp_path / "searcher-state.pkl")
     mux.save(path)
     restored = StudySearcher(str(tmp_path), [])
-    restored.restore(path)
+    with live(str(tmp_path), hooks):  # as in a resuming driver
+        restored.restore(path)
+    assert hooks.searcher is restored
     assert [p.name for p in restored.plans] == [p.name for p in mux.plans]
     assert {k: len(p.live) for k, p in ((p.name, p) for p in restored.plans)} == \
         {p.name: len(p.live) for p in mux.plans}
@@ -153,7 +151,6 @@ def test_saved_searcher_state_continues_where_it_stopped(tmp_path):
     nxt = restored.suggest("t4")
     assert nxt is not None and nxt != first["t3"]
     assert sum(p.suggested for p in restored.plans) == 5
-    register_hooks(str(tmp_path), None)
 
 
 def test_restore_reruns_errored_trials_and_fails_loudly(tmp_path):
@@ -162,7 +159,7 @@ def test_restore_reruns_errored_trials_and_fails_loudly(tmp_path):
     leaves the searcher as it was and stops the run at its next suggestion (Tune would
     otherwise swallow the error and start the study over)."""
     spec = load_spec("table1_cifar10")
-    mux, _ = _mux(spec, tmp_path)
+    mux, hooks = _mux(spec, tmp_path)
     cfgs = {f"t{i}": mux.suggest(f"t{i}") for i in range(5)}  # the first evaluation's seeds
     name = cfgs["t0"]["experiment"]
     for tid in ("t0", "t1", "t2", "t3"):
@@ -173,18 +170,19 @@ def test_restore_reruns_errored_trials_and_fails_loudly(tmp_path):
     path = str(tmp_path / "state.pkl")
     mux.save(path)
     restored = StudySearcher(str(tmp_path), [])
-    restored.restore(path)
+    with live(str(tmp_path), hooks):
+        restored.restore(path)
     again = next(p for p in restored.plans if p.name == name)
     assert restored.restored and not again.done and again.live == {"t4"}
 
     broken = tmp_path / "broken.pkl"
     broken.write_bytes(b"not a pickle")
     fresh = StudySearcher(str(tmp_path), [])
-    fresh.restore(str(broken))
+    with live(str(tmp_path), hooks):
+        fresh.restore(str(broken))
     assert not fresh.restored and fresh.failure is not None and fresh.plans == []
     with pytest.raises(RuntimeError, match="searcher failed"):
         fresh.suggest("t9")
-    register_hooks(str(tmp_path), None)
 
 
 def test_search_saved_by_name_reloads_from_the_storage_of_the_resuming_driver(tmp_path):
@@ -262,10 +260,10 @@ def test_list_searcher_suggests_each_config_once(tmp_path):
 
 
 def test_a_moved_study_finds_its_runner_and_missed_ends_are_recorded(tmp_path):
-    """A saved searcher keeps the study folder's old path: with one runner in the process it
-    still reaches it. And an experiment the searcher saw end, but the state file missed (a
-    driver killed between the two writes), is recorded when the runner attaches."""
-    from study.multiplex import hooks
+    """A saved searcher keeps the study folder's old path: restored in a driver that runs one
+    study, it still reaches that driver through the one lookup (study.live). And an
+    experiment the searcher saw end, but the state file missed (a driver killed between the
+    two writes), is recorded when the restored searcher gives itself to the runner."""
     from study.progress import StudyProgress
     from study.runner import StudyRunner
 
@@ -273,19 +271,22 @@ def test_a_moved_study_finds_its_runner_and_missed_ends_are_recorded(tmp_path):
     runner = StudyRunner(spec, echo=lambda s: None)
     runner.state.open(spec.to_json())
     runner.experiments = {n.name: Experiment(n, ExperimentContext(spec)) for n in runner.nodes}
-    runner._progress = StudyProgress(runner.key, 10, echo=lambda s: None)
-    register_hooks(runner.dir, runner)
+    runner.progress = StudyProgress(runner.key, 10, echo=lambda s: None)
+    plans = [Plan(n.name, n.phase, n.trials, n.needs, n.cap) for n in runner.nodes]
+    first = plans[0]
+    first.ended = {f"t{i}": ({"seed": i}, {"epoch": 400, "test_acc": 0.5}, False)
+                   for i in range(first.trials)}
+    saved = StudySearcher("/somewhere/else/table1_cifar10", plans)
+    saved.save(str(tmp_path / "searcher.pkl"))
+    restored = StudySearcher("/somewhere/else/table1_cifar10", [])
     try:
-        assert hooks("/somewhere/else/table1_cifar10") is runner
-        plans = [Plan(n.name, n.phase, n.trials, n.needs, n.cap) for n in runner.nodes]
-        first = plans[0]
-        first.ended = {f"t{i}": ({"seed": i}, {"epoch": 400, "test_acc": 0.5}, False)
-                       for i in range(first.trials)}
-        mux = StudySearcher("/somewhere/else/table1_cifar10", plans)
-        assert not runner.state.experiment_ended(first.name)
-        mux.suggest("t9")  # Tune's first call after a restore
-        assert runner.searcher is mux and runner.state.experiment_ended(first.name)
+        with live(runner.dir, runner):
+            assert find("/somewhere/else/table1_cifar10") is runner
+            assert not runner.state.experiment_ended(first.name)
+            restored.restore(str(tmp_path / "searcher.pkl"))  # Tune's restore on --resume
+        assert restored.restored and restored.failure is None
+        assert runner.searcher is restored and runner.state.experiment_ended(first.name)
         assert not runner.state.experiment_ended(plans[1].name)
+        assert find(runner.dir) is None  # nothing left registered after the run
     finally:
-        register_hooks(runner.dir, None)
-        runner._progress.close()
+        runner.progress.close()
