@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 import yaml
@@ -60,14 +61,25 @@ def test_second_driver_is_refused_at_once_naming_the_holder(tmp_path):
         lock.release()
 
 
+def _lock_record(study_dir, gen=0, **over):
+    """A lock record as a driver writes it (``over`` simulates another host, a dead PID, an
+    old renewal)."""
+    from study.lock import generation_path
+
+    info = {"pid": os.getpid(), "host": socket.gethostname(), "started": "earlier",
+            "renewed": time.time(), "lease_s": 60.0, "token": f"t{gen}", **over}
+    os.makedirs(study_dir, exist_ok=True)
+    with open(generation_path(str(study_dir), gen), "w") as f:
+        f.write(json.dumps(info))
+    return info
+
+
 def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
-    from study.lock import LOCK_FILE, StudyLock, holder
+    from study.lock import StudyLock, holder
 
     p = subprocess.Popen([sys.executable, "-c", "pass"])
     p.wait()  # a PID that is certainly dead now
-    os.makedirs(tmp_path / "s")
-    (tmp_path / "s" / LOCK_FILE).write_text(json.dumps(
-        {"pid": p.pid, "host": socket.gethostname(), "started": "earlier"}))
+    _lock_record(tmp_path / "s", pid=p.pid)  # a fresh lease, but its process is gone
     said = []
     lock = StudyLock(str(tmp_path / "s"), echo=said.append)
     lock.acquire()
@@ -78,13 +90,128 @@ def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
         lock.release()
 
 
-def test_lock_of_another_host_is_respected(tmp_path):
-    from study.lock import LOCK_FILE, StudyLock
+def test_live_lease_of_another_host_is_respected(tmp_path):
+    from study.lock import StudyLock, holder
 
-    os.makedirs(tmp_path / "s")
-    (tmp_path / "s" / LOCK_FILE).write_text(json.dumps({"pid": 1, "host": "elsewhere"}))
-    with pytest.raises(LCIError, match="elsewhere"):
-        StudyLock(str(tmp_path / "s")).acquire()
+    _lock_record(tmp_path / "s", pid=1, host="elsewhere", renewed=1000.0, lease_s=60)
+    lock = StudyLock(str(tmp_path / "s"), clock=lambda: 1030.0)  # renewed 30 s ago
+    with pytest.raises(LCIError, match=r"'elsewhere'.*expires in 30s"):
+        lock.acquire()
+    assert holder(str(tmp_path / "s"))["host"] == "elsewhere"  # untouched
+
+
+def test_expired_lease_of_a_dead_host_is_taken_over(tmp_path):
+    """The head that held the study is gone (its lease ran out): a driver on a new host takes
+    over without anyone deleting files; the old record names the dead host."""
+    from study.lock import StudyLock, holder
+
+    _lock_record(tmp_path / "s", pid=1, host="dead-head", renewed=1000.0, lease_s=60)
+    said = []
+    lock = StudyLock(str(tmp_path / "s"), echo=said.append, clock=lambda: 1061.0)
+    lock.acquire()
+    try:
+        now = holder(str(tmp_path / "s"))
+        assert now["host"] == socket.gethostname() and now["pid"] == os.getpid()
+        assert len(said) == 1 and "expired" in said[0] and "dead-head" in said[0]
+        # a third driver is refused: the lease is live again, and ours
+        with pytest.raises(LCIError, match=f"PID {os.getpid()}"):
+            StudyLock(str(tmp_path / "s"), clock=lambda: 1062.0).acquire()
+    finally:
+        lock.release()
+    assert holder(str(tmp_path / "s"))["released"] is True
+
+
+def _race_for_lock(study_dir, barrier, results, hold):
+    from study.lock import StudyLock
+
+    lock = StudyLock(study_dir, echo=lambda m: None)
+    barrier.wait()
+    try:
+        lock.acquire()
+        results.put("won")
+    except LCIError as e:
+        results.put(f"refused: {e}")
+        lock = None
+    hold.wait()  # winners keep the lease until every driver has tried
+    if lock is not None:
+        lock.release()
+
+
+def test_two_drivers_taking_over_an_expired_lease_only_one_wins(tmp_path):
+    import multiprocessing as mp
+
+    _lock_record(tmp_path / "s", pid=1, host="dead-head", renewed=0.0, lease_s=60)
+    ctx = mp.get_context("spawn")
+    n = 4
+    barrier, hold, results = ctx.Barrier(n), ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=_race_for_lock, args=(str(tmp_path / "s"), barrier, results,
+                                                      hold)) for _ in range(n)]
+    for p in procs:
+        p.start()
+    outcomes = [results.get(timeout=120) for _ in procs]
+    hold.set()
+    for p in procs:
+        p.join(timeout=120)
+    assert sorted(o.split(":")[0] for o in outcomes) == ["refused"] * (n - 1) + ["won"]
+    assert all("being run by another driver" in o for o in outcomes if o != "won")
+
+
+def test_renewal_keeps_the_lease_and_a_taken_over_lease_stops_the_driver(tmp_path):
+    from study.lock import StudyLock, holder
+
+    now = [1000.0]
+    lost = []
+    lock = StudyLock(str(tmp_path / "s"), lease_s=3600, clock=lambda: now[0],
+                     on_lost=lost.append)
+    lock.acquire()
+    try:
+        now[0] = 1000.0 + 3000
+        assert lock.renew()
+        assert holder(str(tmp_path / "s"))["renewed"] == 4000.0
+        # a driver elsewhere took over (this one stalled past its lease): the next renewal
+        # must notice, and the driver stop
+        _lock_record(tmp_path / "s", gen=lock.gen + 1, host="new-head", pid=7)
+        assert not lock.renew()
+        assert len(lost) == 1 and "new-head" in lost[0] and "taken over" in lost[0]
+    finally:
+        lock.release()
+    assert holder(str(tmp_path / "s"))["host"] == "new-head"  # our release left it alone
+
+
+def test_the_renewal_thread_notices_a_takeover(tmp_path):
+    import threading
+
+    from study.lock import StudyLock
+
+    noticed = threading.Event()
+    lock = StudyLock(str(tmp_path / "s"), lease_s=0.2, on_lost=lambda m: noticed.set())
+    lock.acquire()
+    try:
+        _lock_record(tmp_path / "s", gen=lock.gen + 1, host="new-head", pid=7)
+        assert noticed.wait(120)  # the thread renews every lease/4
+    finally:
+        lock.release()
+
+
+def test_sweep_resumes_a_study_whose_lock_a_dead_host_left(tmp_path):
+    """End to end: a live lease elsewhere refuses the study (exit 2, nothing written); once
+    that lease has expired, the same command runs the study without anyone deleting files."""
+    from study.lock import holder
+
+    study = tmp_path / "res" / "s"
+    _lock_record(study, pid=1, host="dead-head", renewed=time.time() + 3600)
+    before = _tree(study)
+    r = _lci("sweep", str(_spec(tmp_path)), "--storage", str(tmp_path / "res"), "--resume",
+             cwd=tmp_path)
+    assert r.returncode == 2 and "dead-head" in r.stderr, r.stderr
+    assert _tree(study) == before
+    _lock_record(study, pid=1, host="dead-head", renewed=time.time() - 3600)
+    r = _lci("sweep", str(_spec(tmp_path)), "--storage", str(tmp_path / "res"), "--resume",
+             "--num-cpus", "1", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "taking over the expired lock" in r.stdout and "dead-head" in r.stdout
+    assert (study / "summary.json").is_file()
+    assert holder(str(study))["released"] is True
 
 
 # ---------------------------------------------------------------------- checks before Ray
