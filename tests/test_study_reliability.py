@@ -349,3 +349,42 @@ def test_one_definition_of_finished_and_failed(tmp_path):
     assert st == {"recovered": FINISHED, "broken": FAILED, "running": INCOMPLETE}
     assert [r.reason() for r in read_trials(str(exp)) if r.trial_id == "broken"] == \
         ["RuntimeError: boom"]
+
+
+# ------------------------------------------------------------------------------ GPU visibility
+_GPU_STUDY = """
+import logging, sys
+import ray
+from study.runner import run_study
+from study.spec import load_spec
+# a node that declares a GPU on a machine whose torch sees none: what a `ray up` worker
+# without the NVIDIA runtime's variables looks like
+ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False,
+         logging_level=logging.WARNING, log_to_driver=False)
+summary = run_study(load_spec(sys.argv[1], storage=sys.argv[2]))
+print("ERRORS", summary.errors)
+"""
+
+
+def test_trial_given_a_gpu_that_torch_cannot_see_fails_at_once_and_is_not_retried(tmp_path):
+    import torch
+
+    from study.trials import FAILED, read_study_trials
+
+    if torch.cuda.is_available():
+        pytest.skip("torch sees a CUDA device here")
+    spec = _spec(tmp_path, resources={"cpu": 1, "gpu": 1}, max_failures=3)
+    r = subprocess.run([sys.executable, "-c", _GPU_STUDY, str(spec), str(tmp_path / "res")],
+                       capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=600)
+    assert r.returncode == 0 and "ERRORS 1" in r.stdout, r.stdout + r.stderr
+    (recs,) = read_study_trials(str(tmp_path / "res" / "s")).values()
+    (rec,) = recs
+    assert rec.status() == FAILED
+    with open(os.path.join(rec.path, "error.txt")) as fh:
+        (line,) = fh.read().strip().splitlines()
+    assert f"node {socket.gethostname()}" in line and "torch sees no CUDA device" in line
+    with open(os.path.join(rec.path, "result.json")) as fh:
+        lines = [json.loads(l) for l in fh if l.strip()]
+    # one attempt, one report, no epoch trained: max_failures=3 would have retried it
+    assert len(lines) == 1 and lines[0]["epoch"] == 0
+    assert not [d for d in os.listdir(rec.path) if d.startswith("checkpoint_")]
