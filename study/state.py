@@ -24,6 +24,7 @@ from typing import Any, Dict, Optional
 from lci.errors import LCIError
 
 from . import storage
+from .secrets import mask
 
 STUDY_FILE, STATE_FILE, SUMMARY_FILE = "study.json", "study_state.json", "summary.json"
 #: what must be the same for ``--resume`` to continue a study with a spec
@@ -56,7 +57,8 @@ class StudyState:
         if not resume:
             raise LCIError(f"{self.dir} already holds study {old.get('name')!r}; pass --resume "
                            "to continue it, or choose another --storage or study name")
-        diffs = [k for k in RESUME_KEYS if _jsonish(old.get(k)) != _jsonish(info.get(k))]
+        diffs = [k for k in RESUME_KEYS
+                 if _jsonish(old.get(k)) != _jsonish(mask(info.get(k)))]
         if diffs:
             raise LCIError(f"--resume: the spec differs from the study in {self.dir} "
                            f"(changed: {', '.join(diffs)}); resume with the same spec, or "
@@ -69,7 +71,8 @@ class StudyState:
         saved = storage.read_json(self.path(STATE_FILE))
         if saved:
             self.data = {"experiments": {}, "best": {}, **saved}
-        storage.write_json(self.path(STUDY_FILE), info)
+        # the spec as written may hold a database password (study.secrets)
+        storage.write_json(self.path(STUDY_FILE), mask(info))
         self.save()
 
     def save(self) -> None:

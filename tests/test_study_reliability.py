@@ -388,3 +388,48 @@ def test_trial_given_a_gpu_that_torch_cannot_see_fails_at_once_and_is_not_retrie
     # one attempt, one report, no epoch trained: max_failures=3 would have retried it
     assert len(lines) == 1 and lines[0]["epoch"] == 0
     assert not [d for d in os.listdir(rec.path) if d.startswith("checkpoint_")]
+
+
+# ---------------------------------------------------------------------------- secrets in URLs
+def test_storage_passwords_are_masked_in_study_json_and_printed_lines(tmp_path):
+    from study.optuna_storage import dashboard_command
+    from study.secrets import mask
+    from study.spec import load_spec
+    from study.state import STUDY_FILE, StudyState
+
+    db = "postgresql://lci:s3cret-pw@db.example:5432/optuna"
+    spec = load_spec(str(_spec(tmp_path, optuna_storage=db, tracking={"mlflow": {
+        "uri": "https://me:mlflow-pw@mlflow.example/x?password=q-pw"}})),
+        storage=str(tmp_path / "res"))
+    state = StudyState(spec.study_dir)
+    state.open(spec.to_json())
+    written = (tmp_path / "res" / "s" / STUDY_FILE).read_text()
+    for pw in ("s3cret-pw", "mlflow-pw", "q-pw"):
+        assert pw not in written
+    assert "postgresql://lci:***@db.example:5432/optuna" in written
+    assert "s3cret-pw" not in dashboard_command(db, spec.study_dir)
+    state.check(spec.to_json(), resume=True)  # the masked study.json still resumes
+    # the ${VAR} form is not a secret and stays as written
+    assert mask("postgresql://lci:${PW}@h/db") == "postgresql://lci:${PW}@h/db"
+    assert mask("sqlite:////a/b.db") == "sqlite:////a/b.db"
+
+
+def test_an_error_line_never_shows_a_password(tmp_path):
+    r = _lci("sweep", "https://u:hunter2@127.0.0.1:1/spec.yaml", "--dry-run", cwd=tmp_path)
+    assert r.returncode == 2 and "https://u:***@127.0.0.1:1/spec.yaml" in r.stderr, r.stderr
+
+
+def test_optuna_storage_reads_a_password_from_the_environment(tmp_path, monkeypatch):
+    from study.optuna_storage import resolve_optuna_storage
+    from study.spec import load_spec
+
+    with pytest.raises(LCIError, match=r"\$\{LCI_TEST_DB\}.*not set"):
+        load_spec(str(_spec(tmp_path, optuna_storage="sqlite:///${LCI_TEST_DB}")))
+    monkeypatch.setenv("LCI_TEST_DB", str(tmp_path / "x.db"))
+    spec = load_spec(str(_spec(tmp_path, optuna_storage="sqlite:///${LCI_TEST_DB}")))
+    assert spec.optuna_storage == "sqlite:///${LCI_TEST_DB}"  # stays unexpanded in the spec
+    store = resolve_optuna_storage(spec.optuna_storage, str(tmp_path / "res"))
+    import optuna
+
+    optuna.create_study(study_name="t", storage=store)
+    assert (tmp_path / "x.db").is_file()
