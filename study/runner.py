@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, List, Optional
 from lci.errors import LCIError
 
 from . import storage, tune_compat
+from .cost import check_budget
 from .experiment import (Experiment, ExperimentContext, StudyInterrupted,  # noqa: F401
                          trial_dirname, trial_name)
 from .graph import ExperimentNode, build_graph, study_width
@@ -158,6 +159,7 @@ class StudyRunner:
     def check(self) -> None:
         """Everything that can refuse the study without writing anything."""
         self.state.check(self.spec.to_json(), self.resume)
+        check_budget(self.spec)
         if self.resume and not storage.exists(storage.join(self.tune_dir, "tuner.pkl")) and any(
                 storage.exists(storage.join(self.dir, n.name, "tuner.pkl")) for n in self.nodes):
             raise LCIError(f"{self.dir} was started by lci-study 0.2 or earlier (one Tune run per "
