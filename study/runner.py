@@ -79,7 +79,9 @@ def check_datasets(spec: StudySpec, *, named_sets_here: bool = True) -> List[str
             continue
         seen.add(key)
         try:
-            check_dataset(cfg)
+            note = check_dataset(cfg)
+            if note:
+                warnings.append(note)
         except LCIError as e:
             if cfg.dataset in dataset_names() and not named_sets_here:
                 warnings.append(f"{cfg.dataset}: not found here ({e}); the trials' machines "
