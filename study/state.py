@@ -5,7 +5,7 @@
 - ``study.json``: the spec as analysis/ reads it (name, seeds, metric, cells, search_params...);
 - ``study_state.json``: which experiments finished and the best parameters of each searched
   cell, so ``--resume`` skips finished experiments and evaluates the same best configuration;
-- ``driver.lock``: the running driver (see :mod:`study.lock`);
+- ``driver.lock.<g>``: the running driver's lease (see :mod:`study.lock`);
 - ``optuna.db`` (or ``optuna.journal``): one Optuna study per searched cell, named by the cell id;
 - ``summary.json``: the end-of-study table;
 - ``trials/``: the study's one Tune run (:mod:`study.multiplex`), with Tune's state files and
