@@ -7,7 +7,8 @@ defaults, CUDA graphs on; the README's Performance section has the runs). A tria
 that time scaled by its training images (the data set's training set, less a search's
 validation split, or ``train_subset``). A pair without a row is reported as unmeasured and not
 counted. GPU-hours count each trial's whole GPU time at that rate: packing trials on one GPU
-(``gpu: 0.5``) does not lower it with CUDA graphs (the README's packing table). Per-epoch
+(``gpu: 0.5``) does not lower it with CUDA graphs (the README's packing table); a trial that
+holds ``k`` whole GPUs (``gpu: 2``) counts ``k`` GPU-hours per hour (a run trains on one). Per-epoch
 evaluation, checkpoints and start-up are not in the measured times; ASHA can only shorten a
 search. So the figures are the training time the study asks for, a lower bound of the bill.
 
@@ -66,6 +67,7 @@ def validate_budget(value: Any) -> Dict[str, Any]:
 class Cost:
     gpu: str
     uses_gpu: bool
+    gpus_held: float = 1.0  # GPUs a trial holds, at least one GPU's time
     trials: Dict[str, int] = field(default_factory=lambda: dict.fromkeys(PHASES, 0))
     epochs: Dict[str, int] = field(default_factory=lambda: dict.fromkeys(PHASES, 0))
     seconds: Dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
@@ -74,7 +76,10 @@ class Cost:
 
     @property
     def gpu_hours(self) -> float:
-        return sum(self.seconds.values()) / 3600 if self.uses_gpu else 0.0
+        return self._hours(sum(self.seconds.values()))
+
+    def _hours(self, seconds: float) -> float:
+        return seconds * self.gpus_held / 3600 if self.uses_gpu else 0.0
 
     def describe(self) -> str:
         head = (f"cost on {self.gpu} (training epochs at the measured times of "
@@ -89,7 +94,7 @@ class Cost:
                 continue
             e = sum(self.epochs.values()) if p == "total" else self.epochs[p]
             s = sum(self.seconds.values()) if p == "total" else self.seconds[p]
-            h = f"{s / 3600:.1f}" if self.uses_gpu else "-"
+            h = f"{self._hours(s):.1f}" if self.uses_gpu else "-"
             lines.append(f"  {p:<10}  {t:>6}  {e:>12,}  {h:>9}")
         for (model, method, why), (t, e) in sorted(self.unmeasured.items()):
             lines.append(f"  unmeasured: {method} on {model} ({why}): {t} trials, {e:,} "
@@ -106,7 +111,8 @@ def study_cost(spec, gpu: Optional[str] = None) -> Cost:
     from .graph import build_graph
 
     budget = validate_budget(spec.raw.get("budget"))
-    cost = Cost(gpu or budget.get("gpu", DEFAULT_GPU), uses_gpu=spec.gpu > 0)
+    cost = Cost(gpu or budget.get("gpu", DEFAULT_GPU), uses_gpu=spec.gpu > 0,
+                gpus_held=max(1.0, float(spec.gpu)))
     table = epoch_times()
     ctx = ExperimentContext(spec=spec)
     for node in build_graph(spec):

@@ -84,3 +84,11 @@ def test_cpu_studies_cost_no_gpu_hours(tmp_path):
              "--dry-run", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "no GPU-hours" in r.stdout and _row(r.stdout, "total") == (30, 960, None)
+
+
+def test_a_trial_holding_two_gpus_counts_both(tmp_path):
+    one = _lci("sweep", str(_spec(tmp_path)), "--dry-run", cwd=tmp_path)
+    two = _lci("sweep", str(_spec(tmp_path, resources={"cpu": 2, "gpu": 2})), "--dry-run",
+               cwd=tmp_path)
+    assert one.returncode == two.returncode == 0, two.stderr
+    assert abs(_row(two.stdout, "total")[2] - 2 * _row(one.stdout, "total")[2]) < 0.15  # rounded rows
