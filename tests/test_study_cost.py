@@ -91,4 +91,5 @@ def test_a_trial_holding_two_gpus_counts_both(tmp_path):
     two = _lci("sweep", str(_spec(tmp_path, resources={"cpu": 2, "gpu": 2})), "--dry-run",
                cwd=tmp_path)
     assert one.returncode == two.returncode == 0, two.stderr
-    assert abs(_row(two.stdout, "total")[2] - 2 * _row(one.stdout, "total")[2]) < 0.15  # rounded rows
+    # each row is rounded to 0.1 h
+    assert abs(_row(two.stdout, "total")[2] - 2 * _row(one.stdout, "total")[2]) < 0.15
