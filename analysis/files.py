@@ -3,6 +3,7 @@ status by the study's own definitions (:mod:`study.trials`)."""
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -20,7 +21,7 @@ def _read_json_records(path: Path) -> List[Dict[str, Any]]:
     """A JSON dict, a JSON list of dicts, or JSON lines (Tune); a torn last line is skipped."""
     try:
         text = path.read_text()
-    except OSError:
+    except (OSError, UnicodeDecodeError):  # missing, or overwritten with bytes: no records
         return []
     if not text.strip():
         return []

@@ -36,6 +36,25 @@ def train_loop(trainer: Trainer, *, checkpoint: Optional[Callable[[Trainer], Non
     return final if final is not None else trainer.finish()
 
 
+def check_new_run_dir(out_dir: str) -> None:
+    """A new run goes into a missing or empty folder: one that holds a run is refused (resume
+    it instead), and so is one that holds anything else (a run would overwrite files of the
+    same names, e.g. someone's ``config.json``). Checks only; touches nothing."""
+    if not os.path.exists(out_dir):
+        return
+    if not os.path.isdir(out_dir):
+        raise LCIError(f"output folder {out_dir!r} is a file; choose a folder")
+    names = sorted(os.listdir(out_dir))
+    if not names:
+        return
+    if any(f in names for f in ("checkpoint.pt", "result.json")):
+        raise LCIError(f"{out_dir!r} already holds a run; pass resume=True (--resume) to continue "
+                       "it, or choose another output folder")
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    raise LCIError(f"output folder {out_dir!r} is not empty ({shown}) and holds no run to "
+                   "resume; choose a new or empty folder")
+
+
 def fit(config: Union[TrainConfig, Dict[str, Any]], out_dir: Optional[str] = None, *,
         resume: bool = False, on_epoch: Optional[ProgressFn] = None, data=None) -> Dict[str, Any]:
     """Train one run and return its final metrics (the content of ``result.json``).
@@ -47,10 +66,8 @@ def fit(config: Union[TrainConfig, Dict[str, Any]], out_dir: Optional[str] = Non
     """
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     ckpt_path = os.path.join(out_dir, "checkpoint.pt") if out_dir else None
-    if out_dir and not resume and any(
-            os.path.exists(os.path.join(out_dir, f)) for f in ("checkpoint.pt", "result.json")):
-        raise LCIError(f"{out_dir!r} already holds a run; pass resume=True (--resume) to continue "
-                       "it, or choose another output folder")
+    if out_dir and not resume:
+        check_new_run_dir(out_dir)
     if resume and not out_dir:
         raise LCIError("resume needs the run's output folder")
     if resume:

@@ -10,6 +10,7 @@ evaluation streams the files once per pass for both models.
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -24,11 +25,13 @@ from .config import TrainConfig
 from .confidence import label_confidence
 from .data import DataBundle, balanced_subset, load_data, split_validation
 from .engine import TERMS, Engine
-from .errors import DivergenceError
+from .errors import DataError, DivergenceError
 from .metrics import confidence_stats, predict_logits, predict_logits_stream
 from .models import create_model
 from .noise import make_noisy_labels
 from .outputs import RunWriter
+
+logger = logging.getLogger(__name__)
 
 
 #: evaluation batch on CUDA: 4096 CIFAR images through preact_resnet34 without grad in bf16
@@ -140,6 +143,14 @@ class Trainer:
         self.augment = Augmenter(data.mean, data.std, pad=data.pad, hflip=data.hflip,
                                  mode=cfg.augment, generator=self.gen, crop=data.crop,
                                  jitter=data.color_jitter)
+        if self.n_train < 2:
+            raise DataError(f"{cfg.dataset}: {self.n_train} training sample(s) left after "
+                            f"val_fraction={cfg.val_fraction} and train_subset="
+                            f"{cfg.train_subset}; a step needs at least 2 (BatchNorm)")
+        if cfg.batch_size > self.n_train:
+            # one step per epoch on the whole set, said once: never an epoch without a step
+            logger.warning("lci: batch_size=%d is more than the %d training samples; every "
+                           "epoch is one step on all of them", cfg.batch_size, self.n_train)
         self.batch_size = min(cfg.batch_size, self.n_train)
         # drop the last partial batch: a batch of one breaks BatchNorm, and fixed shapes compile
         self.steps_per_epoch = max(1, self.n_train // self.batch_size)

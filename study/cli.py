@@ -38,10 +38,18 @@ def _sweep_parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_counts(args: argparse.Namespace, *names: str) -> None:
+    """Command-line counts (``--num-cpus``, ``--max-concurrent``) are at least 1: one line
+    and exit 2 here, not a Ray traceback later."""
+    for name in names:
+        v = getattr(args, name, None)
+        if v is not None and v < 1:
+            raise LCIError(f"--{name.replace('_', '-')}={v}: must be a whole number of at least 1")
+
+
 def sweep_main(argv: List[str]) -> int:
     args = _sweep_parser().parse_args(argv)
-    if args.max_concurrent is not None and args.max_concurrent < 1:
-        raise LCIError(f"--max-concurrent={args.max_concurrent} must be at least 1")
+    check_counts(args, "max_concurrent", "num_cpus")
     spec = load_spec(args.spec, storage=args.storage, name=args.name)
     if args.max_concurrent:
         spec.max_concurrent = args.max_concurrent
@@ -68,11 +76,14 @@ def dry_run(spec, num_cpus: Optional[int] = None) -> str:
 
 
 def _run(spec, *, address=None, resume=False, num_cpus=None) -> int:
-    from .runner import StudyInterrupted, run_study
+    from .runner import StorageFull, StudyInterrupted, run_study
 
     t0 = time.time()
     try:
         summary = run_study(spec, address=address, resume=resume, num_cpus=num_cpus)
+    except StorageFull as e:
+        print(f"lci sweep: {e}", file=sys.stderr)
+        return 1
     except StudyInterrupted as e:
         print(f"interrupted: {e}", file=sys.stderr)
         # 143 = 128 + SIGTERM, as shells report a job stopped by `kill`; 130 for Ctrl-C
@@ -99,6 +110,7 @@ def _demo_parser() -> argparse.ArgumentParser:
 
 def demo_main(argv: List[str]) -> int:
     args = _demo_parser().parse_args(argv)
+    check_counts(args, "num_cpus")
     out = os.path.abspath(args.out)
     spec = load_spec("demo", storage=os.path.dirname(out), name=os.path.basename(out))
     resume = os.path.isfile(os.path.join(out, "study.json"))

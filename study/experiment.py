@@ -22,6 +22,25 @@ class StudyInterrupted(LCIError):
     """The study stopped before its trials finished (Ctrl-C, SIGTERM); ``--resume`` continues it."""
 
 
+class StorageFull(RuntimeError):
+    """The study stopped because its storage ran out of space; once space is free,
+    ``--resume`` continues it (the driver's own files are written atomically, and a trial
+    folder cut short is read as a trial that has not run)."""
+
+
+def disk_full(e: Optional[BaseException]) -> bool:
+    """Whether ``e`` or an exception it was raised from is ENOSPC (or EDQUOT, a quota)."""
+    import errno
+
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
 def trial_dirname(trial) -> str:
     """``<experiment>-<trial id>`` in the study folder: sorted by experiment, and short (Tune's
     default embeds every parameter and breaks long paths)."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional
 
 from ray import tune
 
@@ -25,11 +25,15 @@ _VIEWS: Dict[str, "StudyProgress"] = {}
 
 class StudyProgress:
     def __init__(self, key: str, total: int, done: int = 0,
-                 echo: Callable[[str], None] = print):
+                 echo: Callable[[str], None] = print, ended_ids: Iterable[str] = ()):
         self.key, self.total, self.done = key, int(total), int(done)
         self.failed = 0
         self.running: set = set()
         self._ended: Dict[str, int] = {}
+        # trials already counted (``done``): a trial that Tune's restored state still had
+        # running although it had ended (the driver stopped before Tune saved its state)
+        # ends again on resume, and is not counted twice
+        self._counted = set(ended_ids)
         self.echo = echo
         self._lock = threading.Lock()
         self._t0 = time.time()
@@ -51,6 +55,10 @@ class StudyProgress:
     def trial_ended(self, experiment: str, trial: Any, failed: bool, reason: str = "") -> None:
         with self._lock:
             self.running.discard((experiment, trial.trial_id))
+            if trial.trial_id in self._counted:
+                self._refresh()
+                return
+            self._counted.add(trial.trial_id)
             self._ended[experiment] = self._ended.get(experiment, 0) + 1
             self.done += 1
             self.failed += int(failed)

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from .summary_stats import finite_number, summarize
-from .trials import TrialRecord, get_path, read_trials  # noqa: F401  (re-exported)
+from .trials import (CRASHED, DIVERGED, REFUSED, TrialRecord, get_path,  # noqa: F401
+                     read_trials)
 
 
 def best_trial(records: Sequence[TrialRecord], metric: str, mode: str,
@@ -51,10 +52,35 @@ class Summary:
     cells: List[Dict[str, Any]] = field(default_factory=list)
     sweeps: List[Dict[str, Any]] = field(default_factory=list)
     errors: int = 0
+    #: one entry per failed trial: experiment, trial_id, kind (diverged/refused/crashed), reason
+    failures: List[Dict[str, str]] = field(default_factory=list)
+
+    def add_failure(self, experiment: str, rec: TrialRecord) -> None:
+        self.errors += 1
+        self.failures.append({"experiment": experiment, "trial_id": rec.trial_id,
+                              "kind": rec.failure_kind(), "reason": rec.reason()})
 
     def to_json(self) -> Dict[str, Any]:
         return {"study_dir": self.study_dir, "metric": self.metric, "cells": self.cells,
-                "sweeps": self.sweeps, "errored_trials": self.errors}
+                "sweeps": self.sweeps, "errored_trials": self.errors,
+                "failed_trials": self.failures}
+
+    def failure_lines(self) -> List[str]:
+        """What failed, by kind, and what ``--resume`` will do about each kind."""
+        says = {DIVERGED: "diverged (non-finite loss; the same config and seed diverge again, "
+                          "so --resume does not rerun them: lower lr in a new study)",
+                REFUSED: "stopped on bad input (not rerun by --resume; fix the spec)",
+                CRASHED: "crashed after their retries; `lci sweep SPEC --resume` reruns them "
+                         "from their last checkpoints"}
+        lines = []
+        for kind, text in says.items():
+            hit = [f for f in self.failures if f["kind"] == kind]
+            if hit:
+                names = ", ".join(f"{f['experiment']}/{f['trial_id']}" for f in hit[:4])
+                more = f" and {len(hit) - 4} more" if len(hit) > 4 else ""
+                lines.append(f"{len(hit)} trial(s) {text}: {names}{more}; first reason: "
+                             f"{hit[0]['reason'][:160]}")
+        return lines
 
     def table(self) -> str:
         rows = [("cell", "best params", f"{self.metric} (mean ± std over seeds)")]
@@ -68,7 +94,6 @@ class Summary:
             pts = "  ".join(f"{p['value']:g}: {fmt_acc(p).replace(' ± ', '±')}"
                             for p in s["points"] if p.get("n"))
             lines.append(f"sweep {s['param']} ({s['cell']}, {s['metric']}): {pts}")
-        if self.errors:
-            lines.append(f"{self.errors} trial(s) failed; `lci sweep SPEC --resume` retries them")
+        lines += self.failure_lines()
         lines.append(f"results: {self.study_dir}")
         return "\n".join(lines)

@@ -18,11 +18,12 @@ from lci.errors import LCIError
 
 from . import storage, tune_compat
 from .cost import check_budget
-from .experiment import (Experiment, ExperimentContext, StudyInterrupted,  # noqa: F401
-                         trial_dirname, trial_name)
+from .experiment import (Experiment, ExperimentContext, StorageFull,  # noqa: F401
+                         StudyInterrupted, disk_full, trial_dirname, trial_name)
 from .graph import ExperimentNode, build_graph, study_width
 from .lock import StudyLock
 from .multiplex import Plan, StudySearcher, StudyTrialScheduler, register_hooks
+from .preflight import check_search_files, check_services
 from .progress import StudyProgress, TrialEvents
 from .results import Summary, best_trial, get_path, mean_std
 from .spec import StudySpec
@@ -160,13 +161,20 @@ class StudyRunner:
     # --------------------------------------------------------------------------- setup
     def check(self) -> None:
         """Everything that can refuse the study without writing anything."""
-        self.state.check(self.spec.to_json(), self.resume)
+        for change in self.state.check(self.spec.to_json(), self.resume):
+            self.echo(f"resume: {change} (cannot change results)")
         check_budget(self.spec)
         if self.resume and not storage.exists(storage.join(self.tune_dir, "tuner.pkl")) and any(
                 storage.exists(storage.join(self.dir, n.name, "tuner.pkl")) for n in self.nodes):
             raise LCIError(f"{self.dir} was started by lci-study 0.2 or earlier (one Tune run per "
                            "experiment) and cannot be resumed by this version; finish it with "
                            "0.2, or start it again under another name or --storage")
+        if self.resume:
+            searches = {n.name for n in self.nodes if n.phase == "search"}
+            started = any(name in searches and recs
+                          for name, recs in read_study_trials(self.dir).items())
+            check_search_files(self.spec, started)
+        check_services(self.spec)
         for w in check_datasets(self.spec, named_sets_here=not self.address):
             self.echo(f"warning: {w}")
         if not storage.is_uri(self.dir):
@@ -214,6 +222,8 @@ class StudyRunner:
         # what an earlier driver ended: whole experiments, and trials of interrupted ones
         on_disk = self._on_disk = read_study_trials(self.dir) if self.resume else {}
         done_before = 0
+        ended_ids = {r.trial_id for recs in on_disk.values() for r in recs
+                     if r.status() != INCOMPLETE}
         for n in self.nodes:
             if self.state.experiment_done(n.name):
                 done_before += n.trials
@@ -223,7 +233,8 @@ class StudyRunner:
                 done_before += ended
                 self.echo(f"{n.name}: resuming ({ended} of {n.trials} trials ended; "
                           "interrupted ones continue from their checkpoints)")
-        self._progress = StudyProgress(self.key, counts["total"], done_before, echo=self.echo)
+        self._progress = StudyProgress(self.key, counts["total"], done_before, echo=self.echo,
+                                       ended_ids=ended_ids)
         stop = tune_compat.install_stop_event()
         register_hooks(self.dir, self)
         # Tune reads this when the run starts; a value the user set is kept
@@ -231,8 +242,19 @@ class StudyRunner:
         if pending_set:
             os.environ[PENDING_ENV] = str(self.pending_trials())
         try:
-            self._tuner().fit()
-            self._check_searcher()
+            try:
+                self._tuner().fit()
+                self._check_searcher()
+            except Exception as e:
+                failure = self.searcher.failure if self.searcher is not None else None
+                if disk_full(e) or disk_full(failure):
+                    raise StorageFull(
+                        f"study {spec.name} stopped: no space left on the device that holds "
+                        f"{self.dir}. Free space, then continue with `lci sweep "
+                        f"{spec.source or spec.name} --storage {spec.storage} --resume` "
+                        "(ended trials are kept; running ones start again from their last "
+                        "checkpoints)") from None
+                raise
         finally:
             if pending_set:
                 os.environ.pop(PENDING_ENV, None)
@@ -403,8 +425,9 @@ class StudyRunner:
         trials = read_study_trials(self.dir)
         for node in self.nodes:
             recs = trials.get(node.name, [])
-            failed = [r for r in recs if r.status() == FAILED]
-            s.errors += len(failed)
+            for r in recs:
+                if r.status() == FAILED:
+                    s.add_failure(node.name, r)
             done = [r for r in recs if r.finished()]
             cell = node.cell
             if node.phase == "evaluation":

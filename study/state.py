@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import threading
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from lci.errors import LCIError
 
@@ -27,13 +27,67 @@ from . import storage
 from .secrets import mask
 
 STUDY_FILE, STATE_FILE, SUMMARY_FILE = "study.json", "study_state.json", "summary.json"
-#: what must be the same for ``--resume`` to continue a study with a spec
+#: what must be the same for ``--resume`` to continue a study with a spec: the spec as
+#: written (every key but those below), and what the version resuming it derives from it
 RESUME_KEYS = ("cells", "search", "sweep", "seed_values", "experiments", "scheduler",
                "search_params")
+#: keys of a spec (as written) that cannot change what a trial computes: where and how many
+#: trials run, how often they are retried and checkpointed, where results are logged
+NEUTRAL_SPEC_KEYS = ("name", "description", "resources", "max_concurrent", "max_failures",
+                     "keep_checkpoints", "storage", "tracking", "search.max_concurrent",
+                     "budget")
+#: TrainConfig keys that cannot change results, wherever a spec sets them (fixed, phases)
+NEUTRAL_CONFIG_KEYS = ("checkpoint_every", "num_workers", "threads")
 
 
 def _jsonish(v: Any) -> Any:
     return json.loads(json.dumps(v, default=str, sort_keys=True))
+
+
+def _flat(d: Any, prefix: str = "") -> Dict[str, Any]:
+    """``{"a.b": value}`` of nested dicts (lists are values: their order matters)."""
+    if not isinstance(d, dict) or (prefix and not d):
+        return {prefix: d} if prefix else {}
+    out: Dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def _neutral(key: str) -> bool:
+    if any(key == k or key.startswith(k + ".") for k in NEUTRAL_SPEC_KEYS):
+        return True
+    return key.rsplit(".", 1)[-1] in NEUTRAL_CONFIG_KEYS and "fixed" in key.split(".")
+
+
+def spec_changes(old: Dict[str, Any], new: Dict[str, Any]) -> Tuple[List[str], List[str]]:
+    """``(changes that alter results, changes that cannot)`` between two ``study.json``
+    infos, each as ``"key: old -> new"``: the spec as written compared key by key, then what
+    this version derives from it (a preset or a default that changed between versions)."""
+    a, b = _flat(_jsonish(old.get("spec") or {})), _flat(_jsonish(new.get("spec") or {}))
+    result, neutral = [], []
+    for k in sorted(set(a) | set(b)):
+        if a.get(k, _MISSING) != b.get(k, _MISSING):
+            line = f"{k}: {_show(a.get(k, _MISSING))} -> {_show(b.get(k, _MISSING))}"
+            (neutral if _neutral(k) else result).append(line)
+    if not result:
+        result = [f"{k} (as this version reads the spec)" for k in RESUME_KEYS
+                  if _jsonish(old.get(k)) != _jsonish(new.get(k))]
+    return result, neutral
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "(unset)"
+
+
+_MISSING = _Missing()
+
+
+def _show(v: Any) -> str:
+    text = v if isinstance(v, _Missing) else json.dumps(v, default=str)
+    text = str(text)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 class StudyState:
@@ -48,27 +102,45 @@ class StudyState:
         return storage.join(self.dir, *parts)
 
     # --------------------------------------------------------------------- checks (no writes)
-    def check(self, info: Dict[str, Any], resume: bool) -> Optional[Dict[str, Any]]:
+    def check(self, info: Dict[str, Any], resume: bool) -> List[str]:
         """Whether a study with ``info`` (``StudySpec.to_json()``) may start or resume here;
-        raises :class:`LCIError` otherwise. Writes nothing. Returns the old ``study.json``."""
-        old = storage.read_json(self.path(STUDY_FILE))
+        raises :class:`LCIError` otherwise. Writes nothing. Returns the changes of the spec
+        that are allowed on resume (they cannot change results), as lines to show."""
+        old = self._read(STUDY_FILE, "the spec the study was started with")
         if old is None:
-            return None
+            return []
         if not resume:
             raise LCIError(f"{self.dir} already holds study {old.get('name')!r}; pass --resume "
                            "to continue it, or choose another --storage or study name")
-        diffs = [k for k in RESUME_KEYS
-                 if _jsonish(old.get(k)) != _jsonish(mask(info.get(k)))]
-        if diffs:
-            raise LCIError(f"--resume: the spec differs from the study in {self.dir} "
-                           f"(changed: {', '.join(diffs)}); resume with the same spec, or "
-                           "start a new study under another name or storage")
-        return old
+        self._read(STATE_FILE, "which experiments finished and each cell's best parameters")
+        # study.json holds the spec with its passwords masked: compare it so (study.secrets)
+        changed, neutral = spec_changes(old, mask(info))
+        if changed:
+            raise LCIError(f"--resume: the spec differs from the one study {old.get('name')!r} "
+                           f"was started with, in what trials compute ({'; '.join(changed)}); "
+                           "resume with the same spec, or start a new study under another name "
+                           "or --storage")
+        return neutral
+
+    def _read(self, name: str, holds: str) -> Optional[Dict[str, Any]]:
+        """One of the study's own files; a torn one is an error that says what to do (the
+        driver writes them atomically, so it was cut or changed by something else)."""
+        try:
+            data = storage.read_json(self.path(name))
+        except storage.TornFile as e:
+            raise LCIError(f"{e.path} is unreadable ({e.why}); it holds {holds}: put back a "
+                           "copy of it, or start the study again under another name or "
+                           "--storage") from None
+        if data is not None and not isinstance(data, dict):
+            raise LCIError(f"{self.path(name)} is unreadable (not a JSON object); it holds "
+                           f"{holds}: put back a copy of it, or start the study again under "
+                           "another name or --storage")
+        return data
 
     # ------------------------------------------------------------------------------- writes
     def open(self, info: Dict[str, Any]) -> None:
         """Load the saved state (when resuming) and write ``study.json``."""
-        saved = storage.read_json(self.path(STATE_FILE))
+        saved = self._read(STATE_FILE, "which experiments finished")
         if saved:
             self.data = {"experiments": {}, "best": {}, **saved}
         # the spec as written may hold a database password (study.secrets)

@@ -27,18 +27,32 @@ def exists(path: str) -> bool:
     return fs.get_file_info(p).type != pyarrow.fs.FileType.NotFound
 
 
+class TornFile(ValueError):
+    """A file that exists but does not hold what it should: empty, cut short by a crash or a
+    full disk, or not text. Readers decide what that means (a trial not started yet, or an
+    error naming the file)."""
+
+    def __init__(self, path: str, why: str):
+        super().__init__(f"{path}: {why}")
+        self.path, self.why = path, why
+
+
 def read_text(path: str) -> Optional[str]:
-    """The file's text, or None when it does not exist."""
-    if not is_uri(path):
-        if not os.path.isfile(path):
+    """The file's text, or None when it does not exist; :class:`TornFile` when it is not
+    UTF-8 text (a file overwritten with bytes, or cut inside a character)."""
+    try:
+        if not is_uri(path):
+            if not os.path.isfile(path):
+                return None
+            with open(path, "rb") as fh:
+                return fh.read().decode()
+        if not exists(path):
             return None
-        with open(path) as fh:
-            return fh.read()
-    if not exists(path):
-        return None
-    fs, p = _fs(path)
-    with fs.open_input_stream(p) as fh:
-        return fh.read().decode()
+        fs, p = _fs(path)
+        with fs.open_input_stream(p) as fh:
+            return fh.read().decode()
+    except UnicodeDecodeError as e:
+        raise TornFile(path, f"not UTF-8 text ({e.reason} at byte {e.start})") from None
 
 
 def write_text(path: str, text: str) -> None:
@@ -47,9 +61,19 @@ def write_text(path: str, text: str) -> None:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         # a name of its own per process and thread: two writers never share a temp file
         tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
-        with open(tmp, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "w") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())  # the rename never exposes a file whose data is not down
+            os.replace(tmp, path)
+        except BaseException:
+            # a full disk (ENOSPC) or an interrupt: the old file stays whole, no temp is left
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
         return
     fs, p = _fs(path)
     fs.create_dir(p.rsplit("/", 1)[0], recursive=True)
@@ -58,8 +82,17 @@ def write_text(path: str, text: str) -> None:
 
 
 def read_json(path: str) -> Optional[Any]:
+    """The file's JSON, or None when it does not exist; :class:`TornFile` when it exists but
+    is empty or not valid JSON."""
     text = read_text(path)
-    return None if text is None else json.loads(text)
+    if text is None:
+        return None
+    if not text.strip():
+        raise TornFile(path, "empty")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise TornFile(path, f"not valid JSON ({e.msg} at line {e.lineno})") from None
 
 
 def write_json(path: str, obj: Any) -> None:

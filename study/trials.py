@@ -12,6 +12,8 @@ trial is counted the same way everywhere. A study's trial folders are
   retry, or the one-line reason the trainable writes for an error that would recur).
 - **stopped**: not finished, no error, ended by a scheduler (ASHA) before its last epoch.
 - **incomplete**: none of the above: still running, or interrupted (``--resume`` continues it).
+  A folder whose ``params.json`` is empty or torn (Tune had created it but not written it when
+  the driver died or the disk filled up) is an incomplete trial too: it never started.
 
 Ray-free (plain files, local or ``s3://`` through :mod:`study.storage`).
 """
@@ -27,6 +29,8 @@ from . import storage
 
 FINISHED, FAILED, STOPPED, INCOMPLETE = "finished", "failed", "stopped", "incomplete"
 ERROR_FILE = "error.txt"
+#: kinds of failure (:meth:`TrialRecord.failure_kind`)
+DIVERGED, REFUSED, CRASHED = "diverged", "refused", "crashed"
 
 
 @dataclass
@@ -37,6 +41,7 @@ class TrialRecord:
     last: Dict[str, Any]               # the last line of Tune's result.json
     n_results: int
     error_text: Optional[str]          # error.txt, when there is one
+    torn: bool = False                 # params.json empty or cut short: the trial never started
 
     @property
     def epoch(self) -> int:
@@ -61,6 +66,8 @@ class TrialRecord:
         """finished / failed / stopped / incomplete (module docstring). ``epochs`` defaults to
         the planned epochs of the trial's config; ``stopped`` says that Tune ended the trial
         (TERMINATED), which makes an unfinished trial without error *stopped*."""
+        if self.torn:
+            return INCOMPLETE
         planned = epochs if epochs is not None else self.planned_epochs()
         if planned is not None and self.epoch >= planned and FAILED_KEY not in self.last:
             return FINISHED
@@ -81,6 +88,16 @@ class TrialRecord:
     def reason(self) -> str:
         """One line on why the trial failed (empty when it did not)."""
         return failure_reason(self.last, self.error_text)
+
+    def failure_kind(self) -> str:
+        """Why a failed trial failed, as what ``--resume`` does about it: *diverged* (a
+        non-finite loss: the same config and seed diverge again, so it is not rerun),
+        *refused* (bad input found by the trial: not rerun either), or *crashed* (an
+        exception after Tune's retries: ``--resume`` reruns it from its checkpoint)."""
+        if FAILED_KEY in self.last:
+            return DIVERGED if str(self.last[FAILED_KEY]).startswith("DivergenceError") \
+                else REFUSED
+        return CRASHED
 
 
 def failure_reason(last: Mapping[str, Any], error_text: Optional[str]) -> str:
@@ -106,19 +123,37 @@ def read_result_lines(text: str) -> List[Dict[str, Any]]:
 
 
 def _result_lines(trial_path: str) -> List[Dict[str, Any]]:
-    return read_result_lines(storage.read_text(storage.join(trial_path, "result.json")) or "")
+    return read_result_lines(_text_or_empty(storage.join(trial_path, "result.json")))
+
+
+def _text_or_empty(path: str) -> str:
+    """A trial file's text; a missing or undecodable one reads as empty (cut short)."""
+    try:
+        return storage.read_text(path) or ""
+    except storage.TornFile:
+        return ""
 
 
 def read_trial(path: str, name: Optional[str] = None) -> Optional[TrialRecord]:
-    """One trial folder (one with Tune's ``params.json``), or None when it is not one."""
-    params = storage.read_text(storage.join(path, "params.json"))
-    if params is None:
+    """One trial folder (one with Tune's ``params.json``), or None when it is not one. A
+    ``params.json`` that is empty or torn gives a *torn* record: incomplete, with only the
+    experiment label its folder name carries (:func:`trial_folder_name`)."""
+    folder = name or path.rstrip("/").rsplit("/", 1)[-1]
+    try:
+        config = storage.read_json(storage.join(path, "params.json"))
+        torn = not isinstance(config, dict)
+    except storage.TornFile:
+        config, torn = None, True
+    if config is None and not storage.exists(storage.join(path, "params.json")):
         return None
-    lines = _result_lines(path)
+    if torn:
+        config = {EXPERIMENT_KEY: folder.rsplit("-", 1)[0]} if "-" in folder else {}
+    lines = [] if torn else _result_lines(path)
     last = lines[-1] if lines else {}
-    return TrialRecord(trial_id=last.get("trial_id", name or path.rstrip("/").rsplit("/", 1)[-1]),
-                       path=path, config=json.loads(params), last=last, n_results=len(lines),
-                       error_text=storage.read_text(storage.join(path, ERROR_FILE)))
+    error_path = storage.join(path, ERROR_FILE)
+    error_text = _text_or_empty(error_path) if storage.exists(error_path) else None
+    return TrialRecord(trial_id=last.get("trial_id", folder), path=path, config=config,
+                       last=last, n_results=len(lines), error_text=error_text, torn=torn)
 
 
 def read_trials(folder: str) -> List[TrialRecord]:
