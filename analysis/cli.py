@@ -33,15 +33,38 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if missing:
         print(f"lci report: no such experiment folder: {missing[0]}", file=sys.stderr)
         return 2
+    import warnings
+
     from .frames import NoRunsFound
+    from .provenance import ProvenanceWarning
     from .report import report
     try:
-        path = report(ns.dirs, ns.out)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ProvenanceWarning)
+            path = report(ns.dirs, ns.out)
     except NoRunsFound as e:
         print(f"lci report: {e}", file=sys.stderr)
         return 2
+    for w in caught:  # the provenance table and its warnings on stderr; stdout is the path
+        if issubclass(w.category, ProvenanceWarning):
+            print(f"lci report: warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    _print_provenance(path)
     print(path)
     return 0
+
+
+def _print_provenance(path: Path) -> None:
+    """The report's provenance table (``provenance.csv`` beside report.md) on stderr."""
+    import pandas as pd
+
+    csv = path.parent / "provenance.csv"
+    if not csv.is_file():
+        return
+    table = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    print("lci report: provenance of the runs:", file=sys.stderr)
+    print(table.to_string(index=False), file=sys.stderr)
 
 
 if __name__ == "__main__":

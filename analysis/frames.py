@@ -98,8 +98,11 @@ def _scalars(d: Mapping[str, Any]) -> Dict[str, Any]:
 
 
 def _metrics(record: Mapping[str, Any]) -> Dict[str, Any]:
-    """Our metrics from a Tune result line: Tune's bookkeeping dropped."""
-    return _scalars({k: v for k, v in record.items() if k not in TUNE_BOOKKEEPING})
+    """Our metrics from a Tune result line: Tune's bookkeeping dropped; nested dicts (the
+    final result's ``provenance``) as dotted columns, ``provenance.torch``, as for runs."""
+    ours = {k: v for k, v in record.items() if k not in TUNE_BOOKKEEPING}
+    nested = {k: v for k, v in ours.items() if isinstance(v, Mapping)}
+    return {**_scalars(ours), **_scalars(flatten(nested))}
 
 
 def config_id(config: Mapping[str, Any]) -> str:

@@ -41,10 +41,12 @@ def paper_value(dataset: Any, setting: Any, method: Any, robust_loss: Any = None
 
 
 def setting_label(setting: Any) -> str:
-    """``sym-0.8`` → ``sym 80%``; ``none`` → ``clean``."""
+    """``sym-0.8`` → ``sym 80%``; ``none`` → ``clean``; ``human-aggre`` → ``human aggre``."""
     kind, rate = normalize_noise(str(setting).replace("-", ":", 1))
     if kind in ("sym", "asym"):
         return f"{kind} {rate * 100:g}%"
+    if kind == "human":
+        return str(setting).replace("-", " ", 1)
     return "clean" if kind == "none" else str(setting)
 
 

@@ -11,8 +11,9 @@ import pandas as pd
 from .figures import (confidence_histograms, save_figure, search_history, sensitivity,
                       training_curves)
 from .frames import NoRunsFound, Paths, history, load
-from .stats import aggregate
-from .tables import table1, table2
+from .provenance import check_tables, data_table, provenance_table
+from .stats import ALPHA, POWER, aggregate, min_signflip_seeds
+from .tables import MARK_BOTH, MARK_T, Table, table1, table2
 
 _SECTIONS = [  # (heading, figure function, what it shows)
     ("Figure 3 — training curves of θ and θ*", "curves",
@@ -49,6 +50,72 @@ def _md_frame(df: pd.DataFrame, floatfmt: str = "{:.4g}") -> str:
     for row in df.itertuples(index=False):
         lines.append("| " + " | ".join(fmt(v) for v in row) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _num(v: float, fmt: str = "{:.2f}") -> str:
+    return "" if pd.isna(v) else fmt.format(v)
+
+
+def statistics_frame(t: Table) -> pd.DataFrame:
+    """Every entry of ``t`` with its 95% interval of the mean, and its paired comparison with
+    the best baseline of its column (see :func:`analysis.tables.compare_to_best_baseline`)."""
+    rows = []
+    for e in t.cells.itertuples(index=False):
+        rows.append({
+            "setting": t.column_labels.get(e.column, e.column), "method": e.row, "n": e.n,
+            "mean": _num(e.mean), "95% CI": f"[{_num(e.ci_low)}, {_num(e.ci_high)}]"
+            if pd.notna(e.ci_low) else "",
+            "vs": e.vs, "paired seeds": "" if pd.isna(e.n_paired) else int(e.n_paired),
+            "difference [95% CI]": "" if pd.isna(e.diff) else
+            f"{e.diff:+.2f} [{_num(e.diff_ci_low, '{:+.2f}')}, {_num(e.diff_ci_high, '{:+.2f}')}]",
+            "p (t-test)": _num(e.p_t, "{:.3g}"), "p (sign-flip)": _num(e.p_signflip, "{:.3g}"),
+            "P(improve)": _num(e.p_improve),
+            "seeds needed": "" if pd.isna(e.seeds_needed) else
+            ("> 1000" if e.seeds_needed == float("inf") else str(int(e.seeds_needed))),
+            "": e.marker,
+        })
+    return pd.DataFrame(rows)
+
+
+def _statistics_text(t: Table) -> List[str]:
+    n = t.cells["n_paired"].dropna()
+    most = int(n.max()) if len(n) else 5
+    n_text = f"{2 / 2 ** most:.4g} for {most}; " if most != 5 else ""
+    return [
+        f"Per entry the 95% t-interval of the mean over seeds; and against the best baseline "
+        f"of its column (`vs`), paired by seed (the same seed gives every method the same noisy "
+        f"labels and data order): the mean difference in points with its 95% interval, the "
+        f"two-sided paired t-test p, the exact sign-flip permutation p, and P(improve), the "
+        f"share of seeds where the method beats the baseline. {MARK_T} in the table: t-test "
+        f"p < {ALPHA:g}; {MARK_BOTH}: the sign-flip test too. With n paired seeds the exact "
+        f"sign-flip test cannot go below p = 2/2^n ({n_text}0.0625 for 5), "
+        f"so it needs at least {min_signflip_seeds()} seeds to reach {ALPHA:g}. *Seeds "
+        f"needed*: the fewest seeds at which a paired t-test detects a difference of the "
+        f"observed size and seed-to-seed spread with {POWER:.0%} power at {ALPHA:g} "
+        f"(and at least {min_signflip_seeds()}).", ""]
+
+
+def provenance_section(runs: pd.DataFrame, tables, out: Path) -> List[str]:
+    """The report's provenance tables (also ``out/provenance.csv``) and its warnings (also
+    issued as :class:`~analysis.provenance.ProvenanceWarning`)."""
+    found = check_tables(runs, tables)
+    prov = provenance_table(runs)
+    prov.to_csv(out / "provenance.csv", index=False)
+    md = ["## Provenance", "",
+          "Code version (`version commit`, `+dirty`: uncommitted changes), software, device and "
+          "host of the runs (from each run's `result.json`, key `provenance`; `unknown`: runs "
+          "that record none); also as [provenance.csv](provenance.csv).", "", _md_frame(prov),
+          "Training data per data set (sha256 of the arrays, or of the image file list with "
+          "sizes; first 12 hex digits):", "", _md_frame(data_table(runs))]
+    if found:
+        md += ["**Warnings**", ""] + [f"- {w}" for w in found] + [""]
+    elif not any(c.startswith("provenance.") for c in runs.columns):
+        md += ["No run records its provenance (runs written before it was recorded): code "
+               "versions, data and noisy labels cannot be checked.", ""]
+    else:
+        md += ["Within each table, all runs share one code version and one copy of each data "
+               "set, and runs of one seed and noise setting trained on the same noisy labels.", ""]
+    return md
 
 
 def report(experiment_dirs: Paths, out_dir: Optional[Union[str, os.PathLike]] = None) -> Path:
@@ -112,6 +179,10 @@ def report(experiment_dirs: Paths, out_dir: Optional[Union[str, os.PathLike]] = 
     for t in (t1, t2):
         md += [f"## {t.title}", "", t.markdown(),
                f"Also as [CSV]({t.name}.csv) and [LaTeX]({t.name}.tex).", ""]
+        if len(t.cells):
+            md += [f"### {t.title.split(' — ')[0]}: intervals and paired comparisons", "",
+                   *_statistics_text(t), _md_frame(statistics_frame(t)), ""]
+    md += provenance_section(runs, (t1, t2), out)
     for heading, key, what in _SECTIONS:
         md += [f"## {heading}", "", what, ""]
         if not written[key]:

@@ -17,7 +17,9 @@ import pandas as pd
 
 from .paper import (METHOD_ORDER, PAPER_SOURCE, dataset_label, method_label, paper_value,
                     setting_label, setting_sort_key)
-from .stats import aggregate
+from lci.names import BASELINE_METHODS
+
+from .stats import ALPHA, aggregate, min_signflip_seeds, paired, seed_values
 
 TABLE_PHASES = ("evaluation", "run")
 TABLE2_METHODS = ["gce", "lci-single", "lci-two-models", "lci"]
@@ -61,7 +63,7 @@ class Table:
         num = f"{e['mean']:.2f}"
         if math.isfinite(e["std"]):
             num += f" {pm} {e['std']:.2f}"
-        note = ""
+        note = e.get("marker") or ""
         if not e["complete"]:
             note += f" ({int(e['n'])}/{int(e['n_expected'])})"
         if pd.notna(e["paper"]):
@@ -90,7 +92,10 @@ class Table:
         return (f"{self.title}{on}: mean ± std over seeds of the final-epoch `{self.metric}`"
                 f"{' (' + unit + ')' if unit else ''}; best per column in bold, second "
                 f"underlined; (n/N): only n of the N seeds the study asked for finished; "
-                f"[paper x]: {PAPER_SOURCE}.")
+                f"[paper x]: {PAPER_SOURCE}; {MARK_T}: differs from the best baseline of its "
+                f"column, paired by seed, paired t-test p < {ALPHA:g}; {MARK_BOTH}: the exact "
+                f"sign-flip test too (it needs at least {min_signflip_seeds()} seeds: with 5 its "
+                f"smallest p is 0.0625).")
 
     def latex(self) -> str:
         def esc(s: str) -> str:
@@ -108,6 +113,10 @@ class Table:
                     num = rf"\textbf{{{num}}}"
                 elif rank == 2:
                     num = rf"\underline{{{num}}}"
+                for mark, tex in ((MARK_BOTH, r"$^\ddagger$"), (MARK_T, r"$^\dagger$")):
+                    if note.startswith(mark):
+                        note = note[len(mark):]
+                        num += tex
                 out.append(num + esc(note))
             lines.append(" & ".join(out) + r" \\")
         lines += [r"\bottomrule", r"\end{tabular}"]
@@ -195,17 +204,61 @@ def method_table(
                 complete=bool(best["complete"]), n_error=int(best["n_error"]),
                 n_incomplete=int(best["n_incomplete"]), seeds=best["seeds"],
                 n_configs=len(g), phase=best.get("phase"), cell=best.get("cell"),
+                config_id=best.get("config_id"),
                 paper=float(paper) if paper is not None else float("nan"),
             ))
     cells = pd.DataFrame.from_records(records, columns=[
         "row", "column", "dataset", "setting", "method", "robust_loss", "metric", "mean", "std",
         "ci_low", "ci_high", "n", "n_expected", "complete", "n_error", "n_incomplete", "seeds",
-        "n_configs", "phase", "cell", "paper"])
+        "n_configs", "phase", "cell", "config_id", "paper"])
+    cells = compare_to_best_baseline(cells, runs, metric, scale)
     # rank 1 = best mean in the column, 2 = second (ties share a rank)
     cells["rank"] = (cells.groupby("column")["mean"].rank(method="min", ascending=False)
                      if len(cells) else pd.Series(dtype=float))
     cells["paper"] = cells["paper"].astype(float)
     return Table(name, title, metric, rows, columns, labels, cells, scale, dict(row_labels or {}))
+
+
+#: Columns :func:`compare_to_best_baseline` adds to a table's cells.
+COMPARISON_COLUMNS = ["vs", "n_paired", "diff", "diff_std", "diff_ci_low", "diff_ci_high", "p_t",
+                      "p_signflip", "p_improve", "seeds_needed", "marker"]
+#: Markers of a significant difference from the best baseline (two-sided, ALPHA).
+MARK_T, MARK_BOTH = "†", "‡"
+
+
+def _cell_seeds(runs: pd.DataFrame, e: pd.Series, metric: str, scale: float) -> Dict[int, float]:
+    keys = {k: e[k] for k in ("phase", "cell", "config_id") if k in e.index}
+    return {s: v * scale for s, v in seed_values(runs, metric, **keys).items()}
+
+
+def compare_to_best_baseline(cells: pd.DataFrame, runs: pd.DataFrame, metric: str,
+                             scale: float) -> pd.DataFrame:
+    """Per column, every entry against the column's best baseline (highest mean among
+    :data:`~lci.names.BASELINE_METHODS`), paired by seed (:func:`analysis.stats.paired`):
+    ``vs`` (that baseline's row), ``n_paired``, ``diff`` and its interval, ``p_t``,
+    ``p_signflip``, ``p_improve``, ``seeds_needed`` (in the table's units: percentage points
+    for accuracies) and ``marker``: ``†`` where the paired t-test gives p < ALPHA, ``‡``
+    where the exact sign-flip test does too. The best baseline itself and columns without a
+    baseline get NaN and no marker."""
+    cells = cells.copy()
+    for c in COMPARISON_COLUMNS:
+        cells[c] = "" if c in ("vs", "marker") else float("nan")
+    for col, g in cells.groupby("column", sort=False):
+        base = g[g["method"].isin(BASELINE_METHODS) & (g["n"] > 0)]
+        if not len(base):
+            continue
+        best = base.sort_values("mean", ascending=False).iloc[0]
+        ref = _cell_seeds(runs, best, metric, scale)
+        for i, e in g.iterrows():
+            if i == best.name:
+                continue
+            r = paired(_cell_seeds(runs, e, metric, scale), ref)
+            mark = ""
+            if r["p_t"] < ALPHA:
+                mark = MARK_BOTH if r["p_signflip"] < ALPHA else MARK_T
+            for k, v in dict(r, vs=best["row"], marker=mark).items():
+                cells.at[i, k] = v
+    return cells
 
 
 def table1(runs: pd.DataFrame, *, metric: str = "test_acc", **kw) -> Table:

@@ -80,7 +80,9 @@ def train_main(argv: List[str]) -> int:
     robust = (f"  robust_test_acc={res['robust_test_acc']:.4f}" if "robust_test_acc" in res
               else "")
     auroc = f"  conf_auroc={res['conf_auroc']:.3f}" if "conf_auroc" in res else ""
-    print(f"done: {cfg.method} on {cfg.dataset} noise={cfg.resolved().noise}  "
+    rate = (f" (realized {res['realized_noise_rate']:.4%})" if "realized_noise_rate" in res
+            else "")
+    print(f"done: {cfg.method} on {cfg.dataset} noise={cfg.resolved().noise}{rate}  "
           f"test_acc={res['test_acc']:.4f}"
           f"{robust}{auroc}  epochs={res['epochs_done']}  wall={res['wall_s']:.1f}s  -> {out}")
     return 0

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from .errors import ConfigError, allowed
-from .names import (BASELINE_METHODS, LCI_METHODS, METHODS, ROBUST_LOSSES,  # noqa: F401
-                    parse_noise)
+from .names import (BASELINE_METHODS, HUMAN_NOISE_KEYS, LCI_METHODS, METHODS,  # noqa: F401
+                    ROBUST_LOSSES, human_noise_datasets, human_noise_key, parse_noise)
 from .noise import NOISE_CONVENTIONS
 
 # ----------------------------------------------------------------------------------- names
@@ -98,7 +98,8 @@ class TrainConfig:
     data_dir: str = "data"           # where registered data sets live on disk
     download: Union[bool, str] = "auto"  # CIFAR missing under data_dir: "auto" fetches it with
                                      # torchvision on first use (md5-checked); false: an error
-    noise: str = "sym:0.8"           # "none", "sym:R", "asym:R" or "matrix" (see noise_transition)
+    noise: str = "sym:0.8"           # "none", "sym:R", "asym:R", "matrix" (see noise_transition)
+                                     # or "human:KEY" (CIFAR-N labels from data_dir)
     noise_convention: str = "gjs"    # "gjs": sym may keep the label, CIFAR-10 asym is GJS's
                                      # sequential procedure; "exclusive": sym never keeps it;
                                      # "independent": asym flips drawn from the true labels
@@ -237,6 +238,8 @@ class TrainConfig:
             raise ConfigError(
                 f"noise={self.noise!r} needs a class mapping, and dataset {self.dataset!r} has none; "
                 "asym noise is defined for 'digits', 'cifar10', 'cifar100', or give noise_transition")
+        if kind == "human":
+            _check_human_noise(self.noise, self.dataset)
         if kind == "matrix" and self.noise_transition is None:
             raise ConfigError("noise='matrix' needs noise_transition (a matrix T[true, noisy] or a "
                               ".npy/.csv/.json file holding one)")
@@ -320,6 +323,20 @@ class TrainConfig:
 # ------------------------------------------------------------------------------- helpers
 def _looks_like_path(s: str) -> bool:
     return isinstance(s, str) and (os.sep in s or s.endswith((".npz", ".csv")) or os.path.exists(s))
+
+
+def _check_human_noise(noise: str, dataset: str) -> None:
+    """CIFAR-N noise only with the data set whose label file holds that key."""
+    key = human_noise_key(noise)
+    if dataset in human_noise_datasets(key):
+        return
+    if dataset in HUMAN_NOISE_KEYS:
+        raise ConfigError(f"noise={noise!r} is a CIFAR-N label set of "
+                          f"{allowed(human_noise_datasets(key))}, not of dataset {dataset!r}; "
+                          f"allowed with {dataset!r}: "
+                          + ", ".join(f"'human:{k}'" for k in HUMAN_NOISE_KEYS[dataset]))
+    raise ConfigError(f"noise={noise!r} (CIFAR-N human labels) needs dataset "
+                      f"{allowed(HUMAN_NOISE_KEYS)}, not {dataset!r}")
 
 
 def _one_of(name: str, value: Any, options) -> None:

@@ -35,12 +35,39 @@ ROBUST_LOSSES = ("gce", "mae", "sce", "nce_rce", "js", "gjs", "ce", "bs", "ls")
 
 # ------------------------------------------------------------------------------------ noise
 NOISE_KINDS = ("none", "sym", "asym", "matrix")
+#: Real human label noise (CIFAR-N, Wei et al., ICLR 2022): ``noise: human:KEY``, the noisy
+#: labels read from the data set's label file (lci.data.cifarn); keys per data set.
+HUMAN_NOISE_KEYS = {"cifar10": ("aggre", "random1", "random2", "random3", "worse"),
+                    "cifar100": ("noisy",)}
 # lenient spellings: "sym:0.8", "sym 80%", "asym_0.4", "sym-0.8" (a setting id)
 _LOOSE_NOISE = re.compile(r"^\s*(sym|asym)\s*[:_\- ]?\s*([0-9]*\.?[0-9]+)\s*%?\s*$", re.IGNORECASE)
 
 
+def human_noise_key(noise: Any) -> Optional[str]:
+    """``"human:aggre"`` -> ``"aggre"``; ``None`` for anything that is not CIFAR-N noise
+    (the key is not checked here; :func:`parse_noise` does)."""
+    if not isinstance(noise, str):
+        return None
+    kind, sep, key = noise.strip().lower().partition(":")
+    return key.strip() if kind.strip() == "human" and sep else None
+
+
+def human_noise_datasets(key: str) -> Tuple[str, ...]:
+    """The data sets whose label file has human noise ``key`` (empty for an unknown key)."""
+    return tuple(d for d, keys in HUMAN_NOISE_KEYS.items() if key in keys)
+
+
+def noise_applies(noise: Any, dataset: Any) -> bool:
+    """False only for CIFAR-N noise whose key belongs to another data set (``human:noisy``
+    is CIFAR-100N's): a study with both CIFARs on its axes skips those pairs."""
+    key = human_noise_key(noise)
+    return key is None or str(dataset) in human_noise_datasets(key)
+
+
 def parse_noise(spec: str) -> Tuple[str, float]:
-    """``"sym:0.8"`` -> ``("sym", 0.8)``; ``"none"`` -> ``("none", 0.0)``."""
+    """``"sym:0.8"`` -> ``("sym", 0.8)``; ``"none"`` -> ``("none", 0.0)``; CIFAR-N noise
+    ``"human:aggre"`` -> ``("human", nan)`` (no nominal rate; :func:`human_noise_key` gives
+    the key)."""
     if not isinstance(spec, str):
         raise ConfigError(f"noise={spec!r} must be a string like 'sym:0.8', 'asym:0.4' or 'none'")
     s = spec.strip().lower()
@@ -48,10 +75,19 @@ def parse_noise(spec: str) -> Tuple[str, float]:
         return "none", 0.0
     if s == "matrix":
         return "matrix", 1.0
+    key = human_noise_key(s)
+    if key is not None:
+        if not human_noise_datasets(key):
+            keys = [k for ks in HUMAN_NOISE_KEYS.values() for k in ks]
+            raise ConfigError(f"noise={spec!r}: unknown CIFAR-N key {key!r}; allowed: "
+                              + ", ".join(f"'human:{k}'" for k in keys)
+                              + " (" + "; ".join(f"{d}: {', '.join(ks)}"
+                                                 for d, ks in HUMAN_NOISE_KEYS.items()) + ")")
+        return "human", float("nan")
     kind, sep, rate_s = s.partition(":")
     if kind not in NOISE_KINDS or not sep:
         raise ConfigError(f"noise={spec!r} is not a noise setting; allowed: 'none', 'sym:R', "
-                          "'asym:R' with R in [0, 1], or 'matrix'")
+                          "'asym:R' with R in [0, 1], 'matrix', or 'human:KEY' (CIFAR-N)")
     try:
         rate = float(rate_s)
     except ValueError:
@@ -88,13 +124,18 @@ def _noise_tag(kind: str, rate: float) -> str:
 
 
 def noise_tag(noise: str) -> str:
-    """The noise part of a cell id: ``"sym:0.8"`` -> ``"sym0.8"``, ``"none"``, ``"matrix"``."""
-    return _noise_tag(*parse_noise(noise))
+    """The noise part of a cell id: ``"sym:0.8"`` -> ``"sym0.8"``, ``"none"``, ``"matrix"``,
+    ``"human:aggre"`` -> ``"human-aggre"``."""
+    kind, rate = parse_noise(noise)
+    return f"human-{human_noise_key(noise)}" if kind == "human" else _noise_tag(kind, rate)
 
 
 def setting_id(noise: Any) -> str:
     """A noise setting as the analysis tables' columns name it (lenient): ``"sym:0.8"`` ->
-    ``"sym-0.8"``; ``"sym:0"`` -> ``"none"``."""
+    ``"sym-0.8"``; ``"sym:0"`` -> ``"none"``; ``"human:aggre"`` -> ``"human-aggre"``."""
+    key = human_noise_key(noise)
+    if key is not None:
+        return f"human-{key}"
     kind, rate = normalize_noise(noise)
     if kind in ("sym", "asym"):
         return f"{kind}-{rate:g}"

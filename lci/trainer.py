@@ -20,14 +20,17 @@ import numpy as np
 import torch
 
 from . import checkpoint as ckpt
+from . import provenance
 from .augment import Augmenter
 from .config import TrainConfig
 from .confidence import label_confidence
 from .data import DataBundle, balanced_subset, load_data, split_validation
+from .data.cifarn import load_human_labels
 from .engine import TERMS, Engine
 from .errors import DataError, DivergenceError
 from .metrics import confidence_stats, predict_logits, predict_logits_stream
 from .models import create_model
+from .names import human_noise_key
 from .noise import make_noisy_labels
 from .outputs import RunWriter
 
@@ -103,6 +106,9 @@ class Trainer:
         if data.labels_are_noisy:
             noisy = y_given
             true = data.y_train_true.cpu().numpy() if data.y_train_true is not None else None
+        elif cfg.noise_kind == "human":  # CIFAR-N: annotators' labels, checked against y_given
+            noisy, true = load_human_labels(cfg.dataset, cfg.data_dir, human_noise_key(cfg.noise),
+                                            y_given, data.num_classes), y_given
         else:
             nl = make_noisy_labels(y_given, cfg.noise_kind, cfg.noise_rate, data.num_classes,
                                    cfg.seed, dataset=cfg.dataset, convention=cfg.noise_convention,
@@ -387,6 +393,8 @@ class Trainer:
 
     def finish(self) -> Dict[str, Any]:
         res = self.result()
+        # code, software, machine, data and noisy-label digests (lci/provenance.py)
+        res["provenance"] = provenance.collect(self.data, self.train_idx, self.y_noisy, self.device)
         if self.writer:
             self.writer.write_result(res)
             self.writer.write_label_issues(self.label_issues())

@@ -122,16 +122,6 @@ def expired(info: dict, now: float) -> bool:
         return True
 
 
-def _write_whole(path: str, info: dict) -> None:
-    """The record at ``path``, replaced whole (readers see the old or the new one)."""
-    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
-    with open(tmp, "w") as fh:
-        fh.write(json.dumps(info))
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def _exit_lost(message: str) -> None:
     # another driver owns the study now: any further write (Tune's snapshot on a graceful
     # stop included) would corrupt it, so no clean-up runs
@@ -214,16 +204,18 @@ class StudyLock:
         info = self._record()
         path = generation_path(self.dir, gen)
         tmp = f"{path}.{info['token']}.tmp"
-        with open(tmp, "w") as fh:
-            fh.write(json.dumps(info))
-            fh.flush()
-            os.fsync(fh.fileno())
         try:
+            storage.write_text(tmp, json.dumps(info))  # whole before it gets its real name
             os.link(tmp, path)
         except FileExistsError:
             return False
+        except OSError as e:  # a full disk, a read-only folder
+            raise LCIError(f"cannot take the study lock {path}: {e}") from None
         finally:
-            os.unlink(tmp)
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
         top, now_info = current(self.dir)
         if top != gen or now_info.get("token") != info["token"]:
             return False  # a driver with a fresher view claimed a higher one meanwhile
@@ -253,7 +245,8 @@ class StudyLock:
                         f"of {self.lease_s:g}s); stopping at once")
             else:
                 self._info["renewed"] = self.clock()
-                _write_whole(generation_path(self.dir, self.gen), self._info)
+                # replaced whole (temporary file + rename): readers see the old or the new one
+                storage.write_text(generation_path(self.dir, self.gen), json.dumps(self._info))
                 return True
         self._stop.set()
         self.on_lost(lost)
@@ -282,7 +275,11 @@ class StudyLock:
             top, info = current(self.dir)
             if top == self.gen and info.get("token") == self._info["token"]:
                 # kept, marked released: generations only grow, so no stale view can reuse it
-                _write_whole(path, {**self._info, "released": True})
+                try:
+                    storage.write_text(path, json.dumps({**self._info, "released": True}))
+                except OSError as e:  # a full disk: the lease expires by itself (and its PID
+                    # is gone, which a driver on this host sees at once)
+                    self.echo(f"warning: could not release the study lock {path}: {e}")
             self.gen = None
         if remove_dir and self.created_dir:
             try:

@@ -131,6 +131,6 @@ def check_search_files(spec, searches_started: bool) -> Optional[str]:
     path = storage.join(spec.study_dir, DB_FILE if kind == "sqlite" else JOURNAL_FILE)
     if not storage.exists(path):
         raise LCIError(f"{path} is missing: it holds the Optuna searches this study started, "
-                       "which --resume continues; put it back, or start the study again under "
+                       "which --resume continues; put back a copy of it, or start the study again under "
                        "another name or --storage")
     return path

@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, List, Optional
 from lci.errors import LCIError
 
 from . import storage, tune_compat
+from .atomicfs import atomic_local_filesystem
 from .cost import check_budget
 from .experiment import (Experiment, ExperimentContext, StorageFull,  # noqa: F401
                          StudyInterrupted, disk_full, trial_dirname, trial_name)
@@ -283,10 +284,13 @@ class StudyRunner:
 
         spec = self.spec
         trainable = make_trainable(cpu=spec.cpu, gpu=spec.gpu)
-        self._resuming = tune.Tuner.can_restore(self.tune_dir)
+        # a local study folder: Tune's writes land whole or not at all (study.atomicfs), so a
+        # full disk or a killed driver never leaves its run state cut short
+        fs = None if storage.is_uri(self.dir) else atomic_local_filesystem()
+        self._resuming = tune.Tuner.can_restore(self.tune_dir, storage_filesystem=fs)
         if self._resuming:
             return tune.Tuner.restore(self.tune_dir, trainable, resume_unfinished=True,
-                                      resume_errored=True)
+                                      resume_errored=True, storage_filesystem=fs)
         # trial folders of a driver that died before Tune saved its state
         for recs in self._on_disk.values():
             for r in recs:
@@ -307,7 +311,7 @@ class StudyRunner:
                 reuse_actors=True, trial_dirname_creator=trial_dirname,
                 trial_name_creator=trial_name),
             run_config=tune.RunConfig(
-                name=TRIALS_DIR, storage_path=self.dir, verbose=0,
+                name=TRIALS_DIR, storage_path=self.dir, storage_filesystem=fs, verbose=0,
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.keep_checkpoints),
                 callbacks=[TrialEvents(self.key),

@@ -36,7 +36,7 @@ def test_report_writes_tables_figures_and_links(report_md):
             assert (out / f"{name}.{ext}").stat().st_size > 0
     assert (out / "runs.csv").is_file() and (out / "cells.csv").is_file()
     text = report_md.read_text()
-    assert "| lci | **91.00 ± 1.00** [paper 91.13] | **92.50 ± 0.71** (2/3) [paper 93.17] |" in text
+    assert "| lci | **91.00 ± 1.00**† [paper 91.13] | **92.50 ± 0.71** (2/3) [paper 93.17] |" in text
     images = re.findall(r"!\[[^\]]*\]\((figures/[^)]+\.png)\)", text)
     kinds = {p.split("/")[1].split("__")[0] for p in images}
     assert kinds == {"fig3", "fig4", "search", "confidence"}

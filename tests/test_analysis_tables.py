@@ -90,11 +90,15 @@ def test_table1_numbers_marks_and_paper(runs):
         assert e["mean"] == pytest.approx(mean) and e["std"] == pytest.approx(std)
         assert e["n"] == len(ok)
     md = t.markdown()
-    assert "| lci | **91.00 ± 1.58** [paper 91.13] | **93.00 ± 1.58** [paper 93.17] |" in md
-    assert "<u>87.50 ± 1.29</u> (4/5)" in md                  # second best, one seed short
+    # †: paired t-test against the column's best baseline (gce) p < 0.05 (lci beats it by 11-13
+    # points on every seed); 5 seeds: the sign-flip test cannot reach 0.05, so never ‡
+    assert "| lci | **91.00 ± 1.58**† [paper 91.13] | **93.00 ± 1.58**† [paper 93.17] |" in md
+    assert "<u>87.50 ± 1.29</u>† (4/5)" in md                  # second best, one seed short
     assert "<u>86.50 ± 1.29</u> (4/5) [paper 87.00]" in md
-    assert "| lci (mae) | — | 74.00 ± 3.16 |" in md         # no paper figure for a MAE robust model
-    assert "| ce | 64.00 ± 2.55 [paper 66.51] | — |" in md
+    assert "| lci (mae) | — | 74.00 ± 3.16† |" in md         # no paper figure for a MAE robust model
+    assert "| ce | 64.00 ± 2.55† [paper 66.51] | — |" in md       # worse than gce, also marked
+    assert "| gce | 79.00 ± 1.58 [paper 79.19] |" in md           # the baseline itself: none
+    assert "‡" not in md.split("\n\n")[0]
     rows = [line.split("|")[1].strip() for line in md.splitlines()[2:] if line.startswith("| ")]
     assert rows == ["ce", "gce", "lci-single", "lci-two-models", "lci", "lci (mae)"]
     assert cells.loc[("lci", "sym-0.8"), "paper"] == pytest.approx(91.13)
@@ -106,16 +110,16 @@ def test_table2_rows_and_outputs(runs, tmp_path):
     assert t.rows == ["gce", "lci-single", "lci-two-models", "lci"]
     assert t.columns == ["cifar10|sym-0.8", "cifar10|asym-0.4"]
     md = t.markdown()
-    assert "| full LCI (lci) | **91.00 ± 1.58** [paper 91.13] | **93.00 ± 1.58** [paper 93.17] |" in md
-    assert "| single model (lci-single) | 84.00 ± 1.58 | — |" in md
+    assert "| full LCI (lci) | **91.00 ± 1.58**† [paper 91.13] | **93.00 ± 1.58**† [paper 93.17] |" in md
+    assert "| single model (lci-single) | 84.00 ± 1.58† | — |" in md
     paths = t.write(tmp_path)
     csv = pd.read_csv(paths["csv"])
     lci = csv[(csv.row == "lci") & (csv.setting == "sym-0.8")].iloc[0]
     assert lci["mean"] == pytest.approx(91.0) and lci["n"] == 5 and lci["rank"] == 1
     assert lci["ci_high"] - lci["mean"] == pytest.approx(2.776445 * 1.581139 / math.sqrt(5), rel=1e-4)
     tex = paths["tex"].read_text()
-    assert r"\textbf{91.00 $\pm$ 1.58} [paper 91.13]" in tex
-    assert r"\underline{87.50 $\pm$ 1.29} (4/5)" in tex
+    assert r"\textbf{91.00 $\pm$ 1.58}$^\dagger$ [paper 91.13]" in tex
+    assert r"\underline{87.50 $\pm$ 1.29}$^\dagger$ (4/5)" in tex
     assert r"sym 80\%" in tex and r"\toprule" in tex
     assert paths["md"].read_text().startswith("## Table 2")
 

@@ -81,12 +81,13 @@ def test_notebook_runs(name, experiment, kernel_name, monkeypatch):
     pngs = _outputs(nb, "image/png")
     if name in ("noise_table.ipynb", "ablation_table.ipynb"):
         # hand-computed: mean and sample std of (90, 91, 92) and of (92, 93)
-        assert "**91.00 ± 1.00** [paper 91.13]" in md
+        # †: paired t-test against the best baseline (gce) p < 0.05 (analysis.tables)
+        assert "**91.00 ± 1.00**† [paper 91.13]" in md
         assert "92.50 ± 0.71** (2/3) [paper 93.17]" in md
         html = "\n".join(_outputs(nb, "text/html"))
         assert "91.0" in html                     # the cells frame is shown too
     if name == "ablation_table.ipynb":
-        assert "| single model (lci-single) | <u>84.00 ± 1.00</u> | — |" in md
+        assert "| single model (lci-single) | <u>84.00 ± 1.00</u>† | — |" in md
     if name == "figure4_sensitivity.ipynb":
         assert len(pngs) == 1
         html = "\n".join(_outputs(nb, "text/html"))

@@ -12,7 +12,9 @@ import os
 from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence, Union
 
 from ..errors import ConfigError, DataError, allowed
+from ..names import human_noise_key
 from .bundle import DataBundle
+from .cifarn import HUMAN_LABEL_FILES, human_label_path
 from .registry import DATASETS, FORMATS, DatasetSource, LoadOptions, dataset_names
 
 if TYPE_CHECKING:  # only for the annotation: lci.config does not import this package eagerly
@@ -60,23 +62,29 @@ def locate_dataset(dataset: str, data_dir: str = "data") -> List[str]:
 def check_dataset(cfg: Union["TrainConfig", Mapping]) -> Optional[str]:
     """Raise the error ``load_data`` would raise for a missing file or folder of the data set
     of ``cfg`` (a :class:`~lci.config.TrainConfig` or a mapping with ``dataset`` and optional
-    ``data_dir`` and ``download``), without loading it: existence checks of the npz / csv file,
-    the image folder's class folders, the CIFAR files under ``data_dir``, the Clothing1M /
-    WebVision list files. Images listed inside a file are not checked (that is the load's job).
-    A missing set that the load will download (``download``) is no error: returns a note."""
+    ``data_dir``, ``noise`` and ``download``), without loading it: existence checks of the
+    npz / csv file, the image folder's class folders, the CIFAR files under ``data_dir`` (and
+    the CIFAR-N label file for ``noise: human:KEY``), the Clothing1M / WebVision list files.
+    Images listed inside a file are not checked (that is the load's job). A missing set that
+    the load will download (``download``) is no error: returns a note."""
     if isinstance(cfg, Mapping):
         dataset, data_dir = cfg.get("dataset", "digits"), cfg.get("data_dir", "data")
+        noise = cfg.get("noise")
         download = str(cfg.get("download", "auto")).lower() not in ("false", "no", "off", "0")
     else:
-        dataset, data_dir, download = cfg.dataset, cfg.data_dir, bool(cfg.download)
+        dataset, data_dir, noise = cfg.dataset, cfg.data_dir, cfg.noise
+        download = bool(cfg.download)
+    note = None
     try:
         locate_dataset(dataset, data_dir)
     except DataError:
         if not (download and source_of(os.fspath(dataset)).fetch):
             raise
-        return (f"{dataset}: not in {os.fspath(data_dir)!r} here; downloaded on first use "
+        note = (f"{dataset}: not in {os.fspath(data_dir)!r} here; downloaded on first use "
                 "(download: auto)")
-    return None
+    if human_noise_key(noise) is not None and dataset in HUMAN_LABEL_FILES:
+        human_label_path(dataset, data_dir)  # CIFAR-N noise: its label file too
+    return note
 
 
 def load_data(dataset: str, data_dir: str = "data", *, num_workers: int = 0,

@@ -7,7 +7,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping
 
-from lci.names import LCI_METHODS, cell_id
+from lci.names import LCI_METHODS, cell_id, noise_applies
 
 from .params import Param, param_applies
 
@@ -52,6 +52,8 @@ def build_cells(spec: StudySpec, dataset_axis: bool) -> List[Cell]:
     cells: List[Cell] = []
     seen = set()
     for dataset, noise, method in itertools.product(spec.datasets, spec.noise, spec.methods):
+        if not noise_applies(noise, dataset):  # CIFAR-N keys of the other CIFAR (human:noisy)
+            continue
         # baselines have one loss, their own: one cell, not one per robust loss
         for loss in (spec.robust_losses if method in LCI_METHODS else [method]):
             cid = cell_id(method, loss, noise, dataset if dataset_axis else None)

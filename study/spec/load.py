@@ -13,7 +13,8 @@ from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
 from lci.config import TrainConfig
 from lci.errors import ConfigError, LCIError, allowed
 from lci.names import (BASELINE_METHODS, LCI_METHODS, METHODS, ROBUST_LOSSES,
-                       dataset_tag, parse_noise)
+                       dataset_tag, human_noise_datasets, human_noise_key, noise_applies,
+                       parse_noise)
 
 from .cells import build_cells
 from .keys import (AXIS_KEYS, EVAL_KEYS, OVERRIDE_KEYS, PHASE_KEYS, RESOURCE_KEYS,
@@ -184,6 +185,10 @@ def _axes(raw: Mapping[str, Any], fixed: Mapping[str, Any]) -> _Axes:
             parse_noise(n)
         except ConfigError as e:
             raise SpecError(f"'noise': {e}") from None
+        if not any(noise_applies(n, d) for d in datasets):
+            raise SpecError(f"'noise': {n!r} (CIFAR-N) applies to "
+                            f"{allowed(human_noise_datasets(human_noise_key(n)))}, "
+                            f"not to the study's data sets {datasets}")
     methods = str_list(raw.get("methods"), "'methods'", METHODS) or [fixed.get("method", "lci")]
     if raw.get("methods") is None and methods[0] not in METHODS:
         raise SpecError(f"fixed.method: unknown method {methods[0]!r}; allowed: {allowed(METHODS)}")
