@@ -37,7 +37,7 @@ NEUTRAL_SPEC_KEYS = ("name", "description", "resources", "max_concurrent", "max_
                      "keep_checkpoints", "storage", "tracking", "search.max_concurrent",
                      "budget")
 #: TrainConfig keys that cannot change results, wherever a spec sets them (fixed, phases)
-NEUTRAL_CONFIG_KEYS = ("checkpoint_every", "num_workers", "threads")
+NEUTRAL_CONFIG_KEYS = ("checkpoint_every", "num_workers", "threads", "download")
 
 
 def _jsonish(v: Any) -> Any:

@@ -167,3 +167,18 @@ def test_concurrent_trials_of_a_node_download_once(tmp_path, served):
         p.join(timeout=60)
     assert sums == [int(x_tr.sum())] * n
     assert server.gets == {path: 1}
+
+
+def test_a_checkpoint_from_before_the_download_key_still_resumes(tmp_path):
+    """``download`` cannot change results: a run saved without it (or with another value)
+    resumes, while a result-changing key still refuses."""
+    from lci.checkpoint import check_config
+    from lci.config import TrainConfig
+    from lci.errors import CheckpointError
+
+    now = TrainConfig(dataset="cifar10", data_dir=str(tmp_path)).resolved().to_dict()
+    old = {k: v for k, v in now.items() if k != "download"}
+    check_config(old, now, "ckpt")
+    check_config({**now, "download": False}, now, "ckpt")
+    with pytest.raises(CheckpointError, match="lr"):
+        check_config({**old, "lr": 0.5}, now, "ckpt")
