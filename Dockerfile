@@ -21,7 +21,14 @@ ARG RAY_VERSION=2.60.0
 # PyTorch's own wheel index for the CUDA 13.0 build (the build this project is tested with)
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu130
 
+# NVIDIA_*: the NVIDIA container runtime (which `ray up` adds with --runtime=nvidia on GPU
+# hosts) exposes the GPUs and the CUDA driver libraries only to containers that ask for them;
+# CUDA base images set these, python:3.11-slim does not (without them a GPU worker's torch
+# sees no GPU while Ray still advertises one). Kubernetes' device plugin narrows
+# NVIDIA_VISIBLE_DEVICES to the GPUs a pod was given; a CPU host ignores both.
 ENV PYTHONUNBUFFERED=1 \
+    NVIDIA_VISIBLE_DEVICES=all \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     RAY_USAGE_STATS_ENABLED=0

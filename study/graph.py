@@ -3,8 +3,8 @@
 Each cell has up to three experiments: its search, its evaluation (one trial per seed) and its
 sweep. The evaluation and the sweep of a searched cell use the search's best parameters, so
 they wait for it; nothing else waits for anything. Every experiment whose inputs are ready can
-run at once (:mod:`study.scheduler`), and Ray's resource scheduler shares the cluster between
-their trials.
+run at once inside the study's one Tune run (:mod:`study.multiplex`), and Ray's resource
+scheduler shares the cluster between their trials.
 """
 from __future__ import annotations
 

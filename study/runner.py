@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
-import threading
 from typing import Any, Callable, Dict, List, Optional
 
 from lci.errors import LCIError
@@ -27,6 +25,7 @@ from .multiplex import Plan, StudySearcher, StudyTrialScheduler, register_hooks
 from .preflight import check_search_files, check_services
 from .progress import StudyProgress, TrialEvents
 from .results import Summary, best_trial, get_path, mean_std
+from .signals import StopSignals
 from .spec import StudySpec
 from .state import StudyState
 from .trials import FAILED, INCOMPLETE, TRIALS_DIR, read_study_trials
@@ -103,31 +102,39 @@ def _slots(resources: Dict[str, float], cpu: float, gpu: float) -> int:
     return min(fits) if fits else 0
 
 
-def _autoscaling() -> bool:
-    """Whether the connected cluster has an autoscaler (it publishes its status in the GCS)."""
-    try:
-        from ray.experimental.internal_kv import _internal_kv_get
-
-        return _internal_kv_get("__autoscaling_status") is not None
-    except Exception:
-        return False
+def _resources_text(resources: List[Dict[str, float]]) -> str:
+    return ", ".join(f"{r.get('CPU', 0):g} CPU / {r.get('GPU', 0):g} GPU" for r in resources)
 
 
 def check_resources(spec: StudySpec, cluster: bool = False) -> int:
     """A trial's resources must fit on one node; returns the cluster's slots for such trials
     now. On the local Ray this driver started that is final: :class:`LCIError` with the
-    numbers. On a cluster (``cluster``) whose autoscaler may add larger nodes it is a warning
-    (the autoscaler's node types are not visible from here)."""
+    numbers. On a cluster (``cluster``) with an autoscaler (:mod:`study.autoscaling`) no node
+    may fit yet (a fresh cluster has no worker): then the trial must fit a node type the
+    autoscaler can launch, where those are visible, and is accepted where they are not."""
     import ray
+
+    from .autoscaling import autoscaler
 
     nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
     if not any(_slots(r, spec.cpu, spec.gpu) for r in nodes):
-        have = ", ".join(f"{r.get('CPU', 0):g} CPU / {r.get('GPU', 0):g} GPU" for r in nodes)
-        msg = (f"each trial needs cpu={spec.cpu:g} gpu={spec.gpu:g}, but no node of the cluster "
-               f"has that much (nodes: {have or 'none'}); lower `resources:` in the spec")
-        if not (cluster and _autoscaling()):
-            raise LCIError(msg)
-        logger.warning("%s, unless the autoscaler adds a larger node", msg)
+        need = f"each trial needs cpu={spec.cpu:g} gpu={spec.gpu:g}"
+        have = f"nodes: {_resources_text(nodes) or 'none'}"
+        scaler = autoscaler() if cluster else None
+        if scaler is None:
+            raise LCIError(f"{need}, but no node of the cluster has that much ({have}); lower "
+                           "`resources:` in the spec")
+        types = scaler.node_types
+        if types is not None and not any(_slots(r, spec.cpu, spec.gpu) for r in types.values()):
+            listed = ", ".join(f"{k}: {_resources_text([r])}" for k, r in sorted(types.items()))
+            raise LCIError(f"{need}, but no node of the cluster has that much ({have}) nor "
+                           f"any node type its autoscaler can add ({listed}); lower "
+                           "`resources:` in the spec")
+        label = f"v{scaler.version}" if scaler.version else "of the cluster config"
+        logger.warning("%s and no node of the cluster has that much yet (%s): the autoscaler "
+                       "(%s) adds nodes for the pending trials%s", need, have, label,
+                       "" if types is not None else "; its node types are not visible here, "
+                       "so a trial larger than all of them waits forever")
     return _slots(ray.cluster_resources(), spec.cpu, spec.gpu)
 
 
@@ -199,10 +206,10 @@ class StudyRunner:
         self.state.open(self.spec.to_json())
 
     def context(self) -> ExperimentContext:
-        from .searcher import optuna_storage
+        from .optuna_storage import resolve_optuna_storage
 
         spec = self.spec
-        opt = optuna_storage(spec.optuna_storage, self.dir) if spec.search else None
+        opt = resolve_optuna_storage(spec.optuna_storage, self.dir) if spec.search else None
         return ExperimentContext(spec=spec, optuna_storage=opt)
 
     # ------------------------------------------------------------------------------ run
@@ -334,8 +341,11 @@ class StudyRunner:
         autoscaler should see the demand. Bounded by the study's width."""
         width = study_width(self.nodes, self.max_concurrent)
         want = max(1, self.slots or 1)
-        if self.address and _autoscaling():
-            want = max(want, 32)
+        if self.address:
+            from .autoscaling import autoscaler
+
+            if autoscaler() is not None:
+                want = max(want, 32)
         return max(1, min(width, want))
 
     # ------------------------------------------------------- what the study's searcher asks
@@ -454,32 +464,6 @@ class StudyRunner:
 
 
 # ----------------------------------------------------------------------------- entry point
-class _Signals:
-    """SIGINT and SIGTERM (how schedulers and ``kill`` stop jobs) both stop the study the way
-    Ctrl-C stops one Tune run: the study's Tune run saves its state, the driver exits 130
-    (SIGINT) or 143 (SIGTERM) with the ``--resume`` line."""
-
-    def __init__(self):
-        self.received: Optional[int] = None
-        self._old: Dict[int, Any] = {}
-
-    def __enter__(self) -> "_Signals":
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.received is not None:  # a second Ctrl-C: stop waiting for the snapshots
-            raise KeyboardInterrupt
-        self.received = signum
-        tune_compat.STOP.set()
-
-    def __exit__(self, *exc) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
-
 def run_study(spec: StudySpec, *, address: Optional[str] = None, resume: bool = False,
               max_concurrent: Optional[int] = None, num_cpus: Optional[int] = None,
               echo: Callable[[str], None] = print) -> Summary:
@@ -497,7 +481,7 @@ def run_study(spec: StudySpec, *, address: Optional[str] = None, resume: bool = 
         runner.slots = check_resources(spec, cluster=bool(address))
         runner.prepare()
         prepared = True
-        with _Signals() as sig:
+        with StopSignals() as sig:
             try:
                 return runner.run()
             except StudyInterrupted as e:

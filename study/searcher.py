@@ -197,7 +197,3 @@ def make_searcher(params: Sequence[Param], *, metric: str, mode: str, seed: int,
         sampler=make_sampler(seed, n_startup_trials), study_name=study_name,
         storage=storage, epochs=epochs)
 
-
-# The Optuna storage of a study (SQLite, a journal file on NFS/EFS, a database URL, or in
-# memory for remote study folders) is decided in optuna_storage.py; the runner imports it here.
-from .optuna_storage import resolve_optuna_storage as optuna_storage  # noqa: E402,F401

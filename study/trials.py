@@ -47,11 +47,6 @@ class TrialRecord:
     def epoch(self) -> int:
         return int(self.last.get("epoch", 0) or 0)
 
-    @property
-    def error(self) -> bool:
-        """Kept for callers that only ask "is there an error file" (use :meth:`status`)."""
-        return self.error_text is not None
-
     def planned_epochs(self) -> Optional[int]:
         """The epochs the trial was set up to run (from its resolved config)."""
         from lci.config import TrainConfig
@@ -197,10 +192,6 @@ def read_study_trials(study_dir: str) -> Dict[str, List[TrialRecord]]:
 def experiment_trials(study_dir: str, experiment: str) -> List[TrialRecord]:
     """The trials of one experiment of a study folder."""
     return read_study_trials(study_dir).get(experiment, [])
-
-
-def count(records: List[TrialRecord], status: str, epochs: Optional[int] = None) -> int:
-    return sum(r.status(epochs) == status for r in records)
 
 
 def get_path(cfg: Mapping[str, Any], path) -> Any:

@@ -6,10 +6,8 @@ import functools
 import json
 import os
 import re
-import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,6 +15,8 @@ import time
 
 import pytest
 import yaml
+
+from fakecluster import auth_env, free_port, ray_bin
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -175,7 +175,10 @@ KUBERAY_VERSION = "v1.7.0"
 
 
 def _crd_dir() -> str:
-    return os.environ.get("LCI_KUBERAY_CRDS") or os.path.join(
+    """LCI_KUBERAY_CRDS, relative to the checkout (.ci/run points it at the CRDs kept beside
+    the clone when they are there)."""
+    d = os.environ.get("LCI_KUBERAY_CRDS")
+    return os.path.join(ROOT, d) if d else os.path.join(
         ROOT, "tests", "data", f"kuberay-{KUBERAY_VERSION}")
 
 
@@ -270,6 +273,80 @@ def test_kuberay_pods_use_the_pinned_image_and_head_takes_no_trials():
             assert doc["spec"]["shutdownAfterJobFinishes"] is True, name
 
 
+# What a pod can request on the 4-vCPU, 16-GiB GPU nodes the README names, from the kubelet
+# reserves of EKS (CPU 80m for 4 cores; memory 255 MiB + 11 MiB per pod (58 on a g5.xlarge)
+# + 100 MiB eviction) and GKE (CPU 80m; memory 25% of the first 4 GiB, 20% of the next 4,
+# 10% of the next 8, + 100 MiB), less a margin for the node's daemonsets (CNI, kube-proxy,
+# NVIDIA device plugin, logging): 0.4 CPU and 0.6 GiB.
+GPU_NODE_BUDGET = {
+    "g5.xlarge": (3.92 - 0.4, 14.3 - 0.6),       # EKS, 1x A10G
+    "g6.xlarge": (3.92 - 0.4, 14.3 - 0.6),       # EKS, 1x L4
+    "g2-standard-4": (3.92 - 0.4, 13.0 - 0.6),   # GKE, 1x L4
+}
+
+
+def _quantity(q) -> float:
+    """A Kubernetes quantity as a number: CPUs, or GiB for memory."""
+    q = str(q)
+    units = {"m": 1e-3, "Ki": 2 ** -20, "Mi": 2 ** -10, "Gi": 1.0, "Ti": 2 ** 10}
+    for suffix, factor in units.items():
+        if q.endswith(suffix):
+            return float(q[:-len(suffix)]) * factor
+    return float(q)
+
+
+def test_kuberay_gpu_workers_fit_the_named_nodes_and_take_two_preset_trials():
+    """A GPU worker pod requests no more than a 4-vCPU GPU node can give (a request of 4 CPUs
+    never schedules there), while Ray still counts enough CPUs for two trials of the presets
+    per GPU; the head advertises no GPU."""
+    from study.spec import load_spec
+
+    preset = load_spec("table1_cifar10")
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    for node in GPU_NODE_BUDGET:
+        assert node in readme, f"README names no {node}"
+    for name, doc in _manifests():
+        spec = _cluster_spec(doc)
+        assert spec["headGroupSpec"]["rayStartParams"].get("num-gpus") == "0", name
+        for group in spec["workerGroupSpecs"]:
+            res = group["template"]["spec"]["containers"][0]["resources"]
+            gpus = int(res["limits"].get("nvidia.com/gpu", 0))
+            if not gpus:
+                continue
+            cpu, mem = _quantity(res["requests"]["cpu"]), _quantity(res["requests"]["memory"])
+            for node, (cpu_max, mem_max) in GPU_NODE_BUDGET.items():
+                assert cpu <= cpu_max and mem <= mem_max, (name, node, cpu, mem)
+            ray_cpus = float(group["rayStartParams"].get("num-cpus") or cpu)
+            per_gpu = min(int(ray_cpus // preset.cpu), int(gpus // preset.gpu))
+            assert per_gpu >= 2, (name, ray_cpus, preset.cpu, preset.gpu)
+
+
+def test_rayjob_has_a_cost_cap_and_a_small_submitter():
+    image = _cluster_cfg()["docker"]["image"]
+    for name, doc in _manifests():
+        if doc["kind"] != "RayJob":
+            continue
+        deadline = doc["spec"].get("activeDeadlineSeconds")
+        assert isinstance(deadline, int) and 0 < deadline <= 7 * 24 * 3600, (name, deadline)
+        pod = doc["spec"]["submitterPodTemplate"]["spec"]
+        assert pod["restartPolicy"] == "Never"
+        submitter = pod["containers"][0]   # KubeRay gives the first container the command
+        assert submitter["image"] == image and "command" not in submitter
+        req, lim = submitter["resources"]["requests"], submitter["resources"]["limits"]
+        assert _quantity(req["cpu"]) <= 0.25 and _quantity(req["memory"]) <= 0.5, req
+        assert _quantity(lim["memory"]) <= 1.0, lim
+
+
+def test_image_exposes_the_gpus_to_the_nvidia_runtime():
+    """`ray up` runs GPU workers with --runtime=nvidia, which mounts the GPUs and the driver
+    only into containers whose environment asks for them (CUDA base images do; the slim
+    Python image this one starts from does not)."""
+    text = open(os.path.join(ROOT, "Dockerfile")).read()
+    env = dict(re.findall(r"(NVIDIA_\w+)=(\S+)", text))
+    assert env.get("NVIDIA_VISIBLE_DEVICES") == "all", env
+    assert "compute" in env.get("NVIDIA_DRIVER_CAPABILITIES", "").split(","), env
+
+
 def _sweep_args(entrypoint: str):
     """The `lci sweep` arguments of an entrypoint, less --address and --resume."""
     import shlex
@@ -306,36 +383,17 @@ def test_rayjob_entrypoints_are_commands_lci_sweep_accepts(tmp_path):
         assert not os.listdir(tmp_path)  # a dry run writes nothing
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _auth_env() -> dict:
-    """Environment for the head node and the driver. Recent Ray enables token authentication;
-    unless the environment turns it off (RAY_AUTH_MODE=disabled), run the cluster with a
-    token of its own, given to both sides (RAY_AUTH_TOKEN wins over ~/.ray/auth_token)."""
-    env = dict(os.environ)
-    env.pop("RAY_ADDRESS", None)
-    if env.get("RAY_AUTH_MODE", "token").lower() != "disabled":
-        env["RAY_AUTH_MODE"] = "token"
-        env["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
-    return env
-
-
 @pytest.fixture
 def head_node():
     """`ray start --head --block` in its own process group and temp dir; stopped by SIGTERM
     to that process at teardown (not `ray stop`, which kills every Ray process on the
     machine, the test session's own Ray included)."""
-    env = _auth_env()
-    port = _free_port()
+    env = auth_env()
+    port = free_port()
     temp_dir = tempfile.mkdtemp(prefix="rayh", dir="/tmp")  # short: socket paths are limited
     log = open(os.path.join(temp_dir, "head.log"), "w")
     proc = subprocess.Popen(
-        # the `ray` of this interpreter's environment (PATH may not have its bin folder)
-        [os.path.join(os.path.dirname(sys.executable), "ray"), "start", "--head", "--num-cpus=2", f"--port={port}", "--disable-usage-stats",
+        [ray_bin(), "start", "--head", "--num-cpus=2", f"--port={port}", "--disable-usage-stats",
          "--include-dashboard=false", f"--temp-dir={temp_dir}", "--block"],
         stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
