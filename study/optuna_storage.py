@@ -129,7 +129,7 @@ def dashboard_command(setting: str, study_dir: str) -> Optional[str]:
     if kind == "journal":
         return f"optuna-dashboard {os.path.join(study_dir, JOURNAL_FILE)}"
     if kind == "url":
-        return f"optuna-dashboard '{mask(setting)}'"
+        return f"optuna-dashboard {mask(setting)}"
     if kind == "memory":  # only after the export, on a copy of the file
         return f"optuna-dashboard sqlite:///{DB_FILE}  (after copying {fsutil.join(study_dir, DB_FILE)} here)"
     return None

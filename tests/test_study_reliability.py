@@ -411,6 +411,8 @@ def test_storage_passwords_are_masked_in_study_json_and_printed_lines(tmp_path):
     state.check(spec.to_json(), resume=True)  # the masked study.json still resumes
     # the ${VAR} form is not a secret and stays as written
     assert mask("postgresql://lci:${PW}@h/db") == "postgresql://lci:${PW}@h/db"
+    assert dashboard_command("postgresql://lci:${PW}@h/db", spec.study_dir) == \
+        "optuna-dashboard postgresql://lci:${PW}@h/db"  # runs as printed, in the same shell
     assert mask("sqlite:////a/b.db") == "sqlite:////a/b.db"
 
 
