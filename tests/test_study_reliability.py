@@ -391,7 +391,7 @@ def test_trial_given_a_gpu_that_torch_cannot_see_fails_at_once_and_is_not_retrie
 
 
 # ---------------------------------------------------------------------------- secrets in URLs
-def test_storage_passwords_are_masked_in_study_json_and_printed_lines(tmp_path):
+def test_storage_passwords_are_masked_in_study_json_and_printed_lines(tmp_path, monkeypatch):
     from study.optuna_storage import dashboard_command
     from study.secrets import mask
     from study.spec import load_spec
@@ -411,6 +411,7 @@ def test_storage_passwords_are_masked_in_study_json_and_printed_lines(tmp_path):
     state.check(spec.to_json(), resume=True)  # the masked study.json still resumes
     # the ${VAR} form is not a secret and stays as written
     assert mask("postgresql://lci:${PW}@h/db") == "postgresql://lci:${PW}@h/db"
+    monkeypatch.setenv("PW", "from-env")
     assert dashboard_command("postgresql://lci:${PW}@h/db", spec.study_dir) == \
         "optuna-dashboard postgresql://lci:${PW}@h/db"  # runs as printed, in the same shell
     assert mask("sqlite:////a/b.db") == "sqlite:////a/b.db"
