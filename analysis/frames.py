@@ -32,7 +32,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 import numpy as np
 import pandas as pd
 
-from lci.names import default_cell, setting_id
+from lci.names import default_cell, is_fused_container, setting_id
 
 from .files import _error_reason, _read_json, _read_json_records, _tune_status
 
@@ -167,6 +167,12 @@ def discover(paths: Paths) -> List[Source]:
             folder = Path(dirpath)
             kind = None
             if "params.json" in files:
+                params = _read_json(folder / "params.json")
+                if isinstance(params, dict) and is_fused_container(params):
+                    # a fused trial's own folder holds only its checkpoint: its seeds' runs
+                    # are trial folders beside it
+                    dirnames[:] = []
+                    continue
                 kind = "tune"
             elif "config.json" in files and "history.csv" in files:
                 kind = "run"

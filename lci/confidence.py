@@ -29,9 +29,10 @@ def label_confidence(robust_losses: Tensor, mu: Scalar, m: Scalar, slope: float 
 
 
 def update_mu(mu: Scalar, batch_losses: Tensor, momentum: float = 0.7) -> Tensor:
-    """``μ ← momentum·μ + (1 − momentum)·mean(L)``, a detached 0-dim float32 tensor on the
-    losses' device (``μ = 0`` at the start, Algorithm 1)."""
-    mean = batch_losses.detach().float().mean()
+    """``μ ← momentum·μ + (1 − momentum)·mean(L)``, a detached float32 tensor on the losses'
+    device (``μ = 0`` at the start, Algorithm 1). The mean is over the last dimension: losses
+    ``[B]`` give a 0-dim μ, losses ``[k, B]`` of k fused runs (:mod:`lci.fused`) one μ each."""
+    mean = batch_losses.detach().float().mean(-1)
     mu = torch.as_tensor(_detached(mu), dtype=torch.float32, device=mean.device)
     return momentum * mu + (1 - momentum) * mean
 
@@ -40,11 +41,12 @@ def weighted_ce_term(C: Tensor, ce_per_sample: Tensor, norm: str = "mean") -> Te
     """The confidence-weighted CE term of the noise-free model.
 
     ``"mean"`` (Eq. 9): ``mean(C·CE)``; ``"complement"`` (Eq. 8): ``Σ C·CE / Σ(1 − C)``,
-    the denominator floored at 1e-6.
+    the denominator floored at 1e-6. Reduced over the last dimension (one value per fused
+    run for ``[k, B]`` inputs).
     """
     weighted = C.float() * ce_per_sample.float()
     if norm == "mean":
-        return weighted.mean()
+        return weighted.mean(-1)
     if norm == "complement":
-        return weighted.sum() / (1 - C.float()).sum().clamp_min(_DENOM_EPS)
+        return weighted.sum(-1) / (1 - C.float()).sum(-1).clamp_min(_DENOM_EPS)
     raise ConfigError(f"unknown ce_norm {norm!r}; allowed: {allowed(CE_NORMS)}")

@@ -70,6 +70,14 @@ class Engine:
             # "derived from a shared underlying model": θ* starts as an exact copy of θ
             self.theta_star = (copy.deepcopy(self.theta) if cfg.init == "shared"
                                else make_model().to(device))
+        # Algorithm 1 line 6: correction from iteration ceil(n/4) on (n = all iterations)
+        self._setup(math.ceil(round(cfg.correction_start * total_steps, 9)))
+
+    def _setup(self, correction_step: int, runs: tuple = ()) -> None:
+        """Everything but the networks: optimizer, μ, losses, precision. ``runs`` is the shape
+        of the per-run values (μ, each loss term): ``()`` for one run, ``(k,)`` for the k
+        runs of :class:`lci.fused.FusedEngine`."""
+        cfg, device = self.cfg, self.device
         if self._channels_last():
             for mdl in self.models():
                 mdl.to(memory_format=torch.channels_last)
@@ -78,10 +86,9 @@ class Engine:
                                          nesterov=cfg.nesterov and cfg.momentum > 0,
                                          weight_decay=cfg.weight_decay, **_optimizer_impl(device))
         # μ is updated in place: a captured step reads and writes this one tensor
-        self.mu = torch.zeros((), device=device, dtype=torch.float32)
+        self.mu = torch.zeros(runs, device=device, dtype=torch.float32)
         self.step_count = 0
-        # Algorithm 1 line 6: correction from iteration ceil(n/4) on (n = all iterations)
-        self.correction_step = math.ceil(round(cfg.correction_start * total_steps, 9))
+        self.correction_step = correction_step
         loss_name = cfg.method if cfg.method in BASELINE_METHODS else cfg.robust_loss
         self.robust_loss = get_loss(loss_name, **cfg.robust_loss_params)
         self.uses_gjs = loss_name == "gjs"
@@ -96,7 +103,7 @@ class Engine:
                                 and self.scaler is None)
         self._diff: Optional[List[torch.Tensor]] = None
         self._graph = None  # lci.graphstep.GraphStep once enabled
-        self._zero = torch.zeros((), device=device)  # inactive terms' entry, made once
+        self._zero = torch.zeros(runs, device=device)  # inactive terms' entry, made once
 
     # ----------------------------------------------------------------------------- helpers
     def models(self) -> List[nn.Module]:
@@ -129,6 +136,23 @@ class Engine:
         # compile a wrapper, keep the module itself: state_dict keys stay free of "_orig_mod."
         return torch.compile(mdl) if self.cfg.compile else mdl
 
+    def generators(self) -> List[torch.Generator]:
+        """The random generators a step draws from (a captured graph registers each)."""
+        return [self.augment.generator] if self.augment.generator is not None else []
+
+    def _runs(self, per_sample: torch.Tensor) -> torch.Tensor:
+        """Per-sample values ``[N]`` as ``[..., B]``: batch means are over the last dimension,
+        so a fused engine (``[k, B]``) reduces each run's batch on its own."""
+        return per_sample
+
+    def _sq_norm(self, diff: List[torch.Tensor]) -> torch.Tensor:
+        """``Σ ||d||²`` over the parameter differences (per run for a fused engine)."""
+        return _squared_norm(diff)
+
+    def _clean_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The un-augmented batch as the network reads it (the label-correction oracle)."""
+        return self._prep(self.augment.normalize(x))
+
     def _prep(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self._channels_last() else x
 
@@ -147,15 +171,16 @@ class Engine:
         if self.uses_gjs:
             # GJS's own code forwards both views together
             l1, l2 = self._two_views_forward(self._fwd_theta, views[0], views[1], fused=True)
-            return l1, self.robust_loss([l1, l2], y)
+            return l1, self._runs(self.robust_loss([l1, l2], y))
         logits = self._fwd_theta(views[0])
-        return logits, self.robust_loss(logits, y)
+        return logits, self._runs(self.robust_loss(logits, y))
 
     def _confidence(self, losses: torch.Tensor) -> torch.Tensor:
         # Algorithm 1: μ is updated (line 8) before C is computed (line 9); in place, so that
         # a captured step keeps updating the same tensor
         self.mu.copy_(update_mu(self.mu, losses, momentum=self.cfg.mu_momentum))
-        return label_confidence(losses, self.mu, self.cfg.m, slope=self.cfg.slope)
+        # μ[..., None]: one μ per run, broadcast over that run's batch
+        return label_confidence(losses, self.mu.unsqueeze(-1), self.cfg.m, slope=self.cfg.slope)
 
     def _corrected_target(self, x: torch.Tensor, y: torch.Tensor,
                           theta_logits_view: torch.Tensor) -> torch.Tensor:
@@ -172,20 +197,21 @@ class Engine:
                 # the oracle predicts as at inference: eval-mode BN, un-augmented image
                 was_training = self.theta.training
                 self.theta.eval()
-                src = self._fwd_theta(self._prep(self.augment.normalize(x)))
+                src = self._fwd_theta(self._clean_input(x))
                 self.theta.train(was_training)
             w = self.cfg.correction_weight
             return ((1.0 - w) * onehot + w * torch.softmax(src.float(), dim=1)).detach()
 
     def _penalty(self, theta_logits: torch.Tensor, star_logits: torch.Tensor) -> torch.Tensor:
         if self.cfg.penalty == "distill":
-            return kl_div_logits(theta_logits, star_logits).mean()
+            return self._runs(kl_div_logits(theta_logits, star_logits)).mean(-1)
         if not self._manual_penalty:
-            return param_distance(self.theta, self.theta_star)
+            return self._sq_norm(torch._foreach_sub(trainable(self.theta),
+                                                    trainable(self.theta_star)))
         # the value only; θ−θ* is kept for the gradient, added after backward
         with torch.no_grad():
             self._diff = torch._foreach_sub(trainable(self.theta), trainable(self.theta_star))
-            return _squared_norm(self._diff)
+            return self._sq_norm(self._diff)
 
     def _add_penalty_grad(self) -> None:
         """∂(λ||θ−θ*||²)/∂θ = 2λ(θ−θ*) = −∂/∂θ*: two foreach ops instead of autograd's
@@ -205,7 +231,7 @@ class Engine:
     def _baseline(self, x, y) -> Dict[str, torch.Tensor]:
         views = self._views(x, 2 if self.uses_gjs else 1)
         _, losses = self._robust_terms(views, y)
-        return {"loss_robust": losses.mean()}
+        return {"loss_robust": losses.mean(-1)}
 
     def _lci_single(self, x, y) -> Dict[str, torch.Tensor]:
         # one model θ minimising the RHS of Eq. 4: robust loss + α · C-weighted CE of itself
@@ -213,8 +239,8 @@ class Engine:
         views = self._views(x, 2 if self.uses_gjs else 1)
         logits, losses = self._robust_terms(views, y)
         conf = self._confidence(losses)
-        ce = self.ce(logits, y)
-        return {"loss_robust": losses.mean(),
+        ce = self._runs(self.ce(logits, y))
+        return {"loss_robust": losses.mean(-1),
                 "loss_ce": cfg.alpha * weighted_ce_term(conf, ce, norm=cfg.ce_norm)}
 
     def _lci_two_models(self, x, y) -> Dict[str, torch.Tensor]:
@@ -223,8 +249,8 @@ class Engine:
         theta_logits, losses = self._robust_terms(views, y)
         conf = self._confidence(losses)
         star_logits = self._fwd_star(views[0])
-        ce = self.ce(star_logits, y)
-        return {"loss_robust": losses.mean(),
+        ce = self._runs(self.ce(star_logits, y))
+        return {"loss_robust": losses.mean(-1),
                 "loss_ce": cfg.alpha * weighted_ce_term(conf, ce, norm=cfg.ce_norm),
                 "loss_penalty": cfg.lam * self._penalty(theta_logits, star_logits)}
 
@@ -235,10 +261,10 @@ class Engine:
         conf = self._confidence(losses)
         target = self._corrected_target(x, y, theta_logits)
         s1, s2 = self._two_views_forward(self._fwd_star, views[0], views[1], cfg.fuse_views)
-        ce = self.ce(s1, target)
-        return {"loss_robust": losses.mean(),
+        ce = self._runs(self.ce(s1, target))
+        return {"loss_robust": losses.mean(-1),
                 "loss_ce": cfg.alpha * weighted_ce_term(conf, ce, norm=cfg.ce_norm),
-                "loss_jsd": cfg.rho * jsd(s1, s2).mean(),
+                "loss_jsd": cfg.rho * self._runs(jsd(s1, s2)).mean(-1),
                 "loss_penalty": cfg.lam * self._penalty(theta_logits, s1)}
 
     # --------------------------------------------------------------------------------- step
@@ -262,11 +288,14 @@ class Engine:
 
         Returns the detached float32 vector ``[*TERMS, loss]`` (0 for inactive terms): the
         same arithmetic whether run eagerly or captured by :class:`lci.graphstep.GraphStep`.
+        (A fused engine returns ``[len(TERMS) + 1, k]``: a column per run.)
         """
         with self.autocast():
             terms = self._method()(x, y)
         vec = torch.stack([terms[k].float() if k in terms else self._zero for k in TERMS])
-        total = vec.sum()
+        per_run = vec.sum(0)
+        # the runs share no parameter: the gradient of their sum is each run's own gradient
+        total = per_run.sum() if per_run.dim() else per_run
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(total).backward()
@@ -277,7 +306,7 @@ class Engine:
             if self._manual_penalty:
                 self._add_penalty_grad()
             self.optimizer.step()
-        return torch.cat([vec, total[None]]).detach()
+        return torch.cat([vec, per_run[None]]).detach()
 
     def step_vector(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """One step; the loss terms as one device vector ``[*TERMS, loss]`` (a new tensor)."""

@@ -119,8 +119,7 @@ class GraphStep:
     def _capture(self, phase: bool) -> torch.Tensor:
         eng = self.engine
         graph = torch.cuda.CUDAGraph()
-        gen = eng.augment.generator
-        if gen is not None:  # the views' random draws advance this generator at each replay
+        for gen in eng.generators():  # the views' draws advance each generator at each replay
             graph.register_generator_state(gen)
         # phases share one memory pool: they never run at the same time
         pool = next(iter(self.graphs.values())).pool() if self.graphs else None

@@ -1,5 +1,5 @@
-"""Names shared by every layer: methods, losses of the robust model, data sets, noise settings
-and cell ids. ``lci`` (the config), ``study`` (the spec) and ``analysis`` (the frames) all
+"""Names shared by every layer: methods, losses of the robust model, data sets, noise settings,
+cell ids and the labels of a fused trial. ``lci`` (the config), ``study`` (the spec) and ``analysis`` (the frames) all
 import them from here, so that a method or a noise spelling is defined once.
 
 Two noise parsers, on purpose:
@@ -172,3 +172,23 @@ def default_cell(config: Mapping[str, Any]) -> str:
         tag = _noise_tag(*normalize_noise(noise))
     return _cell_id(str(config.get("method", "unknown")), config.get("robust_loss", "gce"), tag,
                     None)
+
+
+# ------------------------------------------------------------------------- fused trials
+#: The config label of a fused trial (a study's ``fuse_seeds``): the seeds it trains as one
+#: network (:mod:`lci.fused`, ``trainables/fused.py``). Its own Tune folder holds only the fused
+#: checkpoint; each seed's run is a trial folder of its own (:func:`fused_member_folder`) with
+#: the files an unfused trial of that seed has, so every reader of trials reads those.
+FUSED_KEY = "fused_seeds"
+#: A fused trial's result key: how many of its seeds are still training (not diverged).
+MEMBERS_LIVE_KEY = "members_live"
+
+
+def is_fused_container(config: Mapping[str, Any]) -> bool:
+    """The Tune folder of a fused trial (by its ``params.json``): not a run itself."""
+    return FUSED_KEY in config
+
+
+def fused_member_folder(folder: str, seed: int) -> str:
+    """The trial folder of one seed of the fused trial in ``folder`` (a sibling of it)."""
+    return f"{folder}-s{seed}"

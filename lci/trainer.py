@@ -198,11 +198,16 @@ class Trainer:
         perm = torch.randperm(self.n_train, device=self.device, generator=self.gen)
         # loss terms [*TERMS, loss] accumulate on the device (one add per step); read back once
         sums = torch.zeros(len(TERMS) + 1, device=self.device)
-        bs = self.batch_size
         for x, idx in self._batches(perm):
             sums += eng.step_vector(x, self.y_noisy[idx])
         values = sums.div(self.steps_per_epoch).tolist()  # the epoch's one sync
-        epoch_s = time.perf_counter() - t0
+        return self.finish_epoch(values, time.perf_counter() - t0)
+
+    def finish_epoch(self, values: List[float], epoch_s: float) -> Dict[str, float]:
+        """The epoch's bookkeeping once its steps ran: ``values`` are the mean loss terms
+        ``[*TERMS, loss]``; evaluation, history and the divergence check. (Also called by
+        :class:`lci.fused.FusedTrainer` for each run it trains.)"""
+        cfg, eng = self.cfg, self.engine
         self.train_seconds += epoch_s
         self.epoch += 1
         metrics: Dict[str, float] = {"epoch": self.epoch}
@@ -217,7 +222,7 @@ class Trainer:
         metrics.update(self.evaluate())
         metrics["lr"] = cfg.lr * lr_factor(cfg, self.epoch - 1)
         metrics["epoch_s"] = epoch_s
-        metrics["samples_per_s"] = self.steps_per_epoch * bs / max(epoch_s, 1e-9)
+        metrics["samples_per_s"] = self.steps_per_epoch * self.batch_size / max(epoch_s, 1e-9)
         self.history.append(metrics)
         if self.writer:
             self.writer.append_history(metrics)

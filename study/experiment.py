@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Optional
 
 from lci.config import TrainConfig
 from lci.errors import LCIError
+from lci.names import FUSED_KEY, MEMBERS_LIVE_KEY
 
 from .graph import ExperimentNode
 from .spec import StudySpec, set_path, with_params
@@ -63,6 +64,11 @@ class ExperimentContext:
         return int(self.spec.fixed.get("threads") or max(1, int(self.spec.cpu)))
 
 
+def _seeds_config(seeds: List[int]) -> Dict[str, Any]:
+    # a fused trial's ``seed`` is its first seed, so its config is a valid TrainConfig
+    return {"seed": seeds[0], FUSED_KEY: list(seeds)} if len(seeds) > 1 else {"seed": seeds[0]}
+
+
 class Experiment:
     def __init__(self, node: ExperimentNode, ctx: ExperimentContext):
         self.node, self.ctx = node, ctx
@@ -81,15 +87,16 @@ class Experiment:
         return int(TrainConfig.from_known(cfg).resolved().epochs)
 
     def trial_configs(self) -> List[Dict[str, Any]]:
-        """Evaluation: one config per seed; sweep: values x seeds (the value varies slowest)."""
+        """Evaluation: one config per seed; sweep: values x seeds (the value varies slowest).
+        With ``fuse_seeds`` one config per value holds all the seeds (``FUSED_KEY``)."""
         spec, phase = self.ctx.spec, self.node.phase
         if phase == "evaluation":
-            return [{"seed": s} for s in spec.evaluation.seeds]
+            return [_seeds_config(g) for g in spec.evaluation.seed_groups()]
         sw = spec.sweep
         out = []
         for v in sw.values:
-            for s in sw.seeds:
-                c: Dict[str, Any] = {"seed": s}
+            for g in sw.seed_groups():
+                c = _seeds_config(g)
                 set_path(c, sw.param.path, v)
                 out.append(c)
         return out
@@ -135,6 +142,17 @@ class Experiment:
                 pass
 
     def outcome(self, records: List[TrialRecord]) -> Dict[str, int]:
-        statuses = [r.status() for r in records]
-        return {"trials": len(records), "finished": statuses.count(FINISHED),
-                "failed": statuses.count(FAILED)}
+        """Runs (seeds) of the experiment, finished and failed: a fused trial counts each of
+        its seeds, those that diverged as failed (its last result says how many live)."""
+        out = {"trials": 0, "finished": 0, "failed": 0}
+        for r in records:
+            seeds = len(r.config.get(FUSED_KEY) or [None])
+            live = int(r.last.get(MEMBERS_LIVE_KEY, seeds))
+            status = r.status()
+            out["trials"] += seeds
+            if status == FINISHED:
+                out["finished"] += live
+                out["failed"] += seeds - live
+            elif status == FAILED:
+                out["failed"] += seeds
+        return out

@@ -41,9 +41,9 @@ def build_graph(spec: StudySpec) -> List[ExperimentNode]:
     for c in spec.eval_cells():
         needs = (spec.experiment_name(c, "search"),) if c.id in searched else ()
         nodes.append(ExperimentNode(spec.experiment_name(c, "evaluation"), c, "evaluation",
-                                    len(spec.evaluation.seeds), needs))
+                                    len(spec.evaluation.seed_groups()), needs))
     if spec.sweep:
-        n = len(spec.sweep.values) * len(spec.sweep.seeds)
+        n = len(spec.sweep.values) * len(spec.sweep.seed_groups())
         for c in spec.sweep_cells():
             needs = (spec.experiment_name(c, "search"),) if c.id in searched else ()
             nodes.append(ExperimentNode(spec.experiment_name(c, "sweep"), c, "sweep", n, needs))

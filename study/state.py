@@ -30,7 +30,7 @@ STUDY_FILE, STATE_FILE, SUMMARY_FILE = "study.json", "study_state.json", "summar
 #: what must be the same for ``--resume`` to continue a study with a spec: the spec as
 #: written (every key but those below), and what the version resuming it derives from it
 RESUME_KEYS = ("cells", "search", "sweep", "seed_values", "experiments", "scheduler",
-               "search_params")
+               "search_params", "fuse_seeds")
 #: keys of a spec (as written) that cannot change what a trial computes: where and how many
 #: trials run, how often they are retried and checkpointed, where results are logged
 NEUTRAL_SPEC_KEYS = ("name", "description", "resources", "max_concurrent", "max_failures",

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional
 
 from lci.errors import FAILED_KEY
+from lci.names import is_fused_container
 
 from . import storage
 
@@ -132,7 +133,8 @@ def _text_or_empty(path: str) -> str:
 def read_trial(path: str, name: Optional[str] = None) -> Optional[TrialRecord]:
     """One trial folder (one with Tune's ``params.json``), or None when it is not one. A
     ``params.json`` that is empty or torn gives a *torn* record: incomplete, with only the
-    experiment label its folder name carries (:func:`trial_folder_name`)."""
+    experiment label its folder name carries (:func:`trial_folder_name`). A fused trial's own
+    folder is no trial either: its seeds' folders are read instead."""
     folder = name or path.rstrip("/").rsplit("/", 1)[-1]
     try:
         config = storage.read_json(storage.join(path, "params.json"))
@@ -140,6 +142,8 @@ def read_trial(path: str, name: Optional[str] = None) -> Optional[TrialRecord]:
     except storage.TornFile:
         config, torn = None, True
     if config is None and not storage.exists(storage.join(path, "params.json")):
+        return None
+    if not torn and is_fused_container(config):  # its seeds' folders are read instead
         return None
     if torn:
         config = {EXPERIMENT_KEY: folder.rsplit("-", 1)[0]} if "-" in folder else {}

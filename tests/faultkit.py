@@ -117,3 +117,42 @@ def wait_for(predicate, what: str, limit_s: float = 300.0, poll_s: float = 0.05)
             return v
         time.sleep(poll_s)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def fused_fault_trainable(config):
+    """The project's trainable for a fused trial (``fused_seeds``) with two faults: its first
+    attempt raises right after reporting epoch ``HOLD_AT`` (the retry resumes from that
+    checkpoint; a marker ``<CONTROL>/failed-<trial_id>`` makes it run through), and when the
+    trial starts epoch ``HOLD_AT + 1`` the first convolution of member 1 turns NaN."""
+    import math
+
+    import ray.tune as tune_mod
+    import torch
+    from torch import nn
+
+    from lci import fused, hfta
+    from trainables.lci_trainable import train_lci
+
+    control, at = CONTROL, HOLD_AT
+    real_report, real_epoch = tune_mod.report, fused.FusedTrainer.train_epoch
+
+    def report(metrics, checkpoint=None):
+        real_report(metrics, checkpoint=checkpoint)
+        marker = os.path.join(control, f"failed-{tune_mod.get_context().get_trial_id()}")
+        if metrics.get("epoch") == at and not os.path.exists(marker):
+            open(marker, "w").close()
+            raise RuntimeError(f"injected failure after epoch {at}")
+
+    def train_epoch(self):
+        if self.epoch == at:
+            conv = next(m for m in self.engine.theta.net.modules() if isinstance(m, nn.Conv2d))
+            shape = (conv.weight.shape[0] // self.k, *conv.weight.shape[1:])
+            with torch.no_grad():
+                hfta.member_view(conv.weight, self.k, 1, shape).fill_(math.nan)
+        return real_epoch(self)
+
+    tune_mod.report, fused.FusedTrainer.train_epoch = report, train_epoch
+    try:
+        train_lci(config)
+    finally:
+        tune_mod.report, fused.FusedTrainer.train_epoch = real_report, real_epoch

@@ -83,3 +83,17 @@ def test_epoch_time_runs_whole_epochs_solo_and_packed(tmp_path):
     assert [p["processes"] for p in res["packed"]] == [1, 2]
     assert len(res["packed"][1]["epoch_s_each"]) == 2
     assert (tmp_path / "data" / "cifar-10-batches-py" / "data_batch_5").is_file()
+
+
+def test_fused_throughput_runs_each_k_and_says_what_it_skipped():
+    out = run_script("benchmarks/fused_throughput.py", "--members", "1", "2", "--steps", "1",
+                     "--warmup", "1", "--repeats", "1", "--threads", "1", "--json")
+    cpu = [r for r in out["rows"] if r["device"] == "cpu"]
+    assert [(r["mode"], r["members"]) for r in cpu] == [("eager", 1), ("eager", 2)]
+    assert cpu[0]["ratio_to_k1"] == 1.0
+    for r in cpu:
+        assert r["finite"] and r["samples_per_s"] > 0 and r["ops_per_step"] > 0
+    import torch
+
+    if not torch.cuda.is_available():
+        assert any(s.startswith("cuda") for s in out["skipped"])

@@ -29,11 +29,13 @@ from ray import tune
 from lci.config import TrainConfig
 from lci.errors import FAILED_KEY, RECURRING_ERRORS, LCIError
 from lci.fitloop import train_loop
+from lci.names import FUSED_KEY
 from lci.trainer import Trainer
 
 #: Config keys a study adds to every trial besides the TrainConfig fields. They label the trial
-#: in ``params.json`` (for analysis/) and are stripped before ``TrainConfig.from_dict``.
-TRIAL_EXTRA_KEYS = ("cell", "phase", "study", "experiment")
+#: in ``params.json`` (for analysis/) and are stripped before ``TrainConfig.from_dict``;
+#: ``fused_seeds`` makes the trial train those seeds as one fused network.
+TRIAL_EXTRA_KEYS = ("cell", "phase", "study", "experiment", FUSED_KEY)
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
@@ -58,9 +60,14 @@ def _cpu_share() -> int:
 
 
 def train_lci(config: Dict[str, Any]) -> None:
-    """Tune function trainable: train one lci run, reporting every epoch."""
+    """Tune function trainable: train one lci run, reporting every epoch (or, for a config
+    with ``fused_seeds``, several seeds as one fused network: :mod:`trainables.fused`)."""
     # one line per checkpoint from Ray's storage layer would flood the driver's console
     logging.getLogger("ray.train").setLevel(logging.WARNING)
+    if FUSED_KEY in config:
+        from .fused import train_fused
+
+        return train_fused(config)
     # The run folder lives in a private temporary directory (never the trial's cwd, which
     # Tune moves): each checkpoint report uploads a copy of it to the experiment storage.
     run_dir = tempfile.mkdtemp(prefix="lci-trial-")
@@ -130,11 +137,13 @@ def _check_gpus_visible(cfg: TrainConfig) -> None:
         "its container, or set resources.gpu: 0")
 
 
-def _write_error(reason: str) -> None:
-    """The one-line reason into ``<trial folder>/error.txt`` in the experiment storage."""
+def _write_error(reason: str, trial_path: Optional[str] = None) -> None:
+    """The one-line reason into ``<trial folder>/error.txt`` in the experiment storage
+    (``trial_path``: another trial folder than this trial's, a fused seed's)."""
     try:
         st = tune.get_context().get_storage()
-        with st.storage_filesystem.open_output_stream(f"{st.trial_fs_path}/error.txt") as fh:
+        path = f"{trial_path or st.trial_fs_path}/error.txt"
+        with st.storage_filesystem.open_output_stream(path) as fh:
             fh.write((reason + "\n").encode())
     except Exception as e:  # the reason still reaches the driver in the last result
         import warnings
@@ -145,15 +154,16 @@ def _write_error(reason: str) -> None:
 RUN_FILES = ("config.json", "history.csv", "result.json", "label_issues.csv")
 
 
-def _publish_run_files(run_dir: str) -> None:
+def _publish_run_files(run_dir: str, trial_path: Optional[str] = None) -> None:
     """Copy the run's files (not the checkpoint) to ``<trial folder>/run/`` in the experiment
-    storage, where analysis/ looks for ``label_issues.csv``. The final checkpoint holds the
-    same files; this copy is a convenience, so a failure here only warns."""
+    storage, where analysis/ looks for ``label_issues.csv`` (``trial_path``: another trial
+    folder than this trial's, a fused seed's). The final checkpoint holds the same files;
+    this copy is a convenience, so a failure here only warns."""
     try:
         import pyarrow.fs
 
         st = tune.get_context().get_storage()
-        dest = f"{st.trial_fs_path}/run"
+        dest = f"{trial_path or st.trial_fs_path}/run"
         st.storage_filesystem.create_dir(dest, recursive=True)
         for name in RUN_FILES:
             src = os.path.join(run_dir, name)

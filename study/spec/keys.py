@@ -59,6 +59,7 @@ EVAL_KEYS: Dict[str, str] = {
     "metric": "headline metric (default test_acc)",
     "fixed": "settings for the evaluation phase only",
     "methods": "methods whose cells are evaluated (default: all)",
+    "fuse_seeds": "train a cell's seeds as one fused network in one trial (default false)",
 }
 SWEEP_KEYS: Dict[str, str] = {
     "param": "the swept parameter, e.g. m (or gce.q)",
@@ -70,6 +71,7 @@ SWEEP_KEYS: Dict[str, str] = {
     "robust_losses": "robust losses swept (default: all)",
     "fixed": "settings for the sweep only",
     "metric": "headline metric (default test_acc)",
+    "fuse_seeds": "train the seeds of each value as one fused network (default: evaluation's)",
 }
 SCHEDULER_KEYS: Dict[str, str] = {
     "type": "asha",

@@ -21,8 +21,8 @@ from .keys import (AXIS_KEYS, EVAL_KEYS, OVERRIDE_KEYS, PHASE_KEYS, RESOURCE_KEY
                    SCHEDULER_KEYS, SEARCH_KEYS, SPEC_KEYS, SWEEP_KEYS, WHEN_KEYS, SpecError)
 from .model import EvalSpec, SchedulerSpec, SearchSpec, StudySpec, SweepSpec
 from .params import default_params, parse_param, with_params
-from .values import (check_keys, integer, mapping, metric_name, number, seed_list, settings,
-                     str_list)
+from .values import (check_keys, flag, integer, mapping, metric_name, number, seed_list,
+                     settings, str_list)
 
 
 def load_spec(source: Any, *, storage: Optional[str] = None, name: Optional[str] = None) -> StudySpec:
@@ -259,7 +259,8 @@ def _evaluation(raw: Mapping[str, Any], methods: List[str]) -> EvalSpec:
     return EvalSpec(seeds=seed_list(ev.get("seeds", 5), "evaluation.seeds"),
                     metric=metric_name(ev.get("metric", "test_acc"), "evaluation.metric"),
                     fixed=settings(ev.get("fixed"), "evaluation.fixed"),
-                    methods=tuple(str_list(ev.get("methods"), "evaluation.methods", methods)))
+                    methods=tuple(str_list(ev.get("methods"), "evaluation.methods", methods)),
+                    fuse_seeds=flag(ev.get("fuse_seeds", False), "evaluation.fuse_seeds"))
 
 def _search(v: Any, methods: List[str], losses: List[str]) -> SearchSpec:
     d = mapping(v, "'search'")
@@ -323,7 +324,8 @@ def _sweep(v: Any, ev: EvalSpec, methods, noise, losses, datasets) -> SweepSpec:
                      datasets=tuple(_abs_dataset(x) for x in
                                     str_list(d.get("datasets"), "sweep.datasets", datasets)),
                      fixed=settings(d.get("fixed"), "sweep.fixed"),
-                     metric=metric_name(d.get("metric", "test_acc"), "sweep.metric"))
+                     metric=metric_name(d.get("metric", "test_acc"), "sweep.metric"),
+                     fuse_seeds=flag(d.get("fuse_seeds", ev.fuse_seeds), "sweep.fuse_seeds"))
 
 
 def _scheduler(v: Any) -> SchedulerSpec:

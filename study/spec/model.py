@@ -32,12 +32,21 @@ class SearchSpec:
         return max(1, min(10, self.trials // 2))
 
 
+def seed_groups(seeds: List[int], fuse: bool) -> List[List[int]]:
+    """The seeds of each trial: all in one fused trial (:mod:`lci.fused`), or one per trial."""
+    return [list(seeds)] if fuse and len(seeds) > 1 else [[s] for s in seeds]
+
+
 @dataclass
 class EvalSpec:
     seeds: List[int]
     metric: str = "test_acc"
     fixed: Dict[str, Any] = field(default_factory=dict)
     methods: Tuple[str, ...] = ()
+    fuse_seeds: bool = False
+
+    def seed_groups(self) -> List[List[int]]:
+        return seed_groups(self.seeds, self.fuse_seeds)
 
 
 @dataclass
@@ -50,10 +59,14 @@ class SweepSpec:
     datasets: Tuple[str, ...] = ()
     fixed: Dict[str, Any] = field(default_factory=dict)
     metric: str = "test_acc"
+    fuse_seeds: bool = False
 
     @property
     def values(self) -> List[float]:
         return list(self.param.choices)
+
+    def seed_groups(self) -> List[List[int]]:
+        return seed_groups(self.seeds, self.fuse_seeds)
 
 
 @dataclass
@@ -147,8 +160,9 @@ class StudySpec:
 
     def trial_counts(self) -> Dict[str, int]:
         s = len(self.search_cells()) * (self.search.trials if self.search else 0)
-        e = len(self.eval_cells()) * len(self.evaluation.seeds)
-        w = (len(self.sweep_cells()) * len(self.sweep.values) * len(self.sweep.seeds)
+        # Tune trials: a fused trial trains several seeds
+        e = len(self.eval_cells()) * len(self.evaluation.seed_groups())
+        w = (len(self.sweep_cells()) * len(self.sweep.values) * len(self.sweep.seed_groups())
              if self.sweep else 0)
         return {"search": s, "evaluation": e, "sweep": w, "total": s + e + w}
 
@@ -185,6 +199,10 @@ class StudySpec:
             "scheduler": dataclasses.asdict(self.scheduler) if self.scheduler else None,
             "experiments": self.experiment_names(),
             "trial_counts": self.trial_counts(),
+            # None unless a phase fuses (the value of study.json files written before fusing)
+            "fuse_seeds": ({"evaluation": self.evaluation.fuse_seeds,
+                            "sweep": bool(sw and sw.fuse_seeds)}
+                           if self.evaluation.fuse_seeds or (sw and sw.fuse_seeds) else None),
             "spec": self.raw,
         }
 

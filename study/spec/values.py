@@ -51,6 +51,12 @@ def integer(v: Any, where: str, low: int = 0) -> int:
     return v
 
 
+def flag(v: Any, where: str) -> bool:
+    if not isinstance(v, bool):
+        raise SpecError(f"{where}={v!r} must be true or false")
+    return v
+
+
 def seed_list(v: Any, where: str) -> List[int]:
     if isinstance(v, int) and not isinstance(v, bool):
         if v < 1:
