@@ -436,3 +436,24 @@ def test_optuna_storage_reads_a_password_from_the_environment(tmp_path, monkeypa
 
     optuna.create_study(study_name="t", storage=store)
     assert (tmp_path / "x.db").is_file()
+
+
+def test_a_fused_trial_given_a_gpu_that_torch_cannot_see_fails_at_once_too(tmp_path):
+    import glob
+
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("torch sees a CUDA device here")
+    spec = _spec(tmp_path, resources={"cpu": 1, "gpu": 1}, max_failures=3,
+                 evaluation={"seeds": 2, "fuse_seeds": True})
+    r = subprocess.run([sys.executable, "-c", _GPU_STUDY, str(spec), str(tmp_path / "res")],
+                       capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "0 of 2 trials finished, 2 failed" in r.stdout, r.stdout
+    (err,) = glob.glob(str(tmp_path / "res" / "s" / "trials" / "*" / "error.txt"))
+    with open(err) as fh:
+        (line,) = fh.read().strip().splitlines()
+    assert f"node {socket.gethostname()}" in line and "torch sees no CUDA device" in line
+    with open(os.path.join(os.path.dirname(err), "result.json")) as fh:
+        assert len([l for l in fh if l.strip()]) == 1  # one attempt, not retried
