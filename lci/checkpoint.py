@@ -12,7 +12,7 @@ from .errors import CheckpointError
 FORMAT = 1
 #: Config keys that may differ between a run and its resumption (they do not change results).
 RESUMABLE_DIFFS = {"epochs", "device", "num_workers", "threads", "checkpoint_every", "data_dir",
-                   "compile", "cuda_graphs"}
+                   "compile", "cuda_graphs", "download"}
 #: Config keys added after runs were already being saved, with the value that reproduces
 #: those runs: a checkpoint without the key resumes when the run has that value.
 ADDED_KEYS = {"train_subset": 0, "image_size": 0, "resize_size": 0,

@@ -96,6 +96,8 @@ class TrainConfig:
     dataset: str = "digits"          # registered name or path of a .npz / .csv / image folder
                                      # (clothing1m/webvision have real noise: `noise` resolves to none)
     data_dir: str = "data"           # where registered data sets live on disk
+    download: Union[bool, str] = "auto"  # CIFAR missing under data_dir: "auto" fetches it with
+                                     # torchvision on first use (md5-checked); false: an error
     noise: str = "sym:0.8"           # "none", "sym:R", "asym:R", "matrix" (see noise_transition)
                                      # or "human:KEY" (CIFAR-N labels from data_dir)
     noise_convention: str = "gjs"    # "gjs": sym may keep the label, CIFAR-10 asym is GJS's
@@ -408,7 +410,7 @@ def _coerce_value(name: str, v: Any, default: Any) -> Any:
         return None if v in (None, "", "none", "None") else str(v)
     if isinstance(v, str) and v == "auto" and default == "auto":
         return v
-    if isinstance(default, bool) or (default == "auto" and name == "channels_last"):
+    if isinstance(default, bool) or (default == "auto" and name in ("channels_last", "download")):
         if isinstance(v, bool):
             return v
         if isinstance(v, str) and v.lower() in _BOOL_STR:

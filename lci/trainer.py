@@ -96,7 +96,8 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         data = data if data is not None else load_data(
             cfg.dataset, cfg.data_dir, num_workers=cfg.num_workers,
-            image_size=cfg.image_size or 224, resize_size=cfg.resize_size or 256)
+            image_size=cfg.image_size or 224, resize_size=cfg.resize_size or 256,
+            download=bool(cfg.download))
         self.data = data
         self.num_classes = data.num_classes
 

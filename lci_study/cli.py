@@ -43,7 +43,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         mod_name, fn_name = COMMANDS[cmd].split(":")
         return int(getattr(importlib.import_module(mod_name), fn_name)(rest) or 0)
     except LCIError as e:
-        print(f"lci {cmd}: error: {e}", file=sys.stderr)
+        from study.secrets import mask  # a URL in a message may carry a password
+
+        print(f"lci {cmd}: error: {mask(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"lci {cmd}: interrupted", file=sys.stderr)

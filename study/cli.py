@@ -11,6 +11,7 @@ from typing import List, Optional
 
 from lci.errors import LCIError
 
+from .cost import check_budget
 from .spec import load_spec, preset_names
 
 
@@ -54,6 +55,7 @@ def sweep_main(argv: List[str]) -> int:
         spec.max_concurrent = args.max_concurrent
     if args.dry_run:
         print(dry_run(spec, num_cpus=args.num_cpus))
+        check_budget(spec)  # after the cost lines, which say by how much
         return 0
     return _run(spec, address=args.address, resume=args.resume, num_cpus=args.num_cpus)
 
@@ -61,6 +63,7 @@ def sweep_main(argv: List[str]) -> int:
 def dry_run(spec, num_cpus: Optional[int] = None) -> str:
     """The spec checked as a real run would check it (data sets of every cell included),
     and the graph of experiments with the study's width; starts nothing, writes nothing."""
+    from .cost import study_cost
     from .graph import build_graph, describe_graph
     from .protocol_view import describe as describe_settings
     from .preflight import check_datasets
@@ -68,7 +71,8 @@ def dry_run(spec, num_cpus: Optional[int] = None) -> str:
     notes = [f"data: {w}" for w in check_datasets(spec, named_sets_here=False)]
     slots = int(num_cpus // spec.cpu) if num_cpus and spec.cpu and not spec.gpu else None
     return "\n".join([spec.describe(), describe_settings(spec),
-                      describe_graph(build_graph(spec), spec.max_concurrent, slots), *notes])
+                      describe_graph(build_graph(spec), spec.max_concurrent, slots),
+                      study_cost(spec).describe(), *notes])
 
 
 def _run(spec, *, address=None, resume=False, num_cpus=None, reading=None) -> int:

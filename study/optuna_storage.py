@@ -6,7 +6,8 @@
   SQLite's file locking is unreliable there (Optuna's documentation warns against it); the
   journal appends under a lock that works on NFS. ``optuna-dashboard <study>/optuna.journal``
   reads it;
-- a database URL (``postgresql://...``, ``mysql://...``, ``sqlite:///...``): that database;
+- a database URL (``postgresql://...``, ``mysql://...``, ``sqlite:///...``): that database
+  (``${VAR}`` in it is read from the driver's environment, :mod:`study.secrets`);
 - a remote study folder (``s3://...``): no Optuna storage during the run (each searcher keeps
   its study in memory, inside the searcher state that Tune saves and ``--resume`` restores);
   :func:`export_searches` copies every finished search into ``<study>/optuna.db``
@@ -27,6 +28,7 @@ from typing import Any, Iterable, List, Mapping, Optional, Tuple, Union
 from lci.errors import LCIError
 
 from . import storage as fsutil
+from .secrets import expand, mask
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +46,9 @@ def normalize_optuna_storage(value: Any) -> str:
     if value is None or value is False:
         return "none"
     if isinstance(value, str) and (value in SETTINGS or "://" in value):
+        expand(value, "optuna_storage")  # a ${VAR} that is not set: refused before anything runs
         return value
-    raise LCIError(f"optuna_storage={value!r}; allowed: 'sqlite', 'journal', 'none' or a "
+    raise LCIError(f"optuna_storage={mask(value)!r}; allowed: 'sqlite', 'journal', 'none' or a "
                    "database URL like 'postgresql://host/db'")
 
 
@@ -107,7 +110,7 @@ def resolve_optuna_storage(setting: str, study_dir: str):
     import optuna
 
     if kind == "url":
-        return optuna.storages.RDBStorage(setting)
+        return optuna.storages.RDBStorage(expand(setting, "optuna_storage"))
     os.makedirs(study_dir, exist_ok=True)
     if kind == "journal":
         from optuna.storages.journal import JournalFileBackend
@@ -126,7 +129,7 @@ def dashboard_command(setting: str, study_dir: str) -> Optional[str]:
     if kind == "journal":
         return f"optuna-dashboard {os.path.join(study_dir, JOURNAL_FILE)}"
     if kind == "url":
-        return f"optuna-dashboard {setting}"
+        return f"optuna-dashboard {mask(setting)}"
     if kind == "memory":  # only after the export, on a copy of the file
         return f"optuna-dashboard sqlite:///{DB_FILE}  (after copying {fsutil.join(study_dir, DB_FILE)} here)"
     return None

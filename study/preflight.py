@@ -18,11 +18,12 @@ from __future__ import annotations
 import logging
 import threading
 from typing import Any, Callable, Dict, List, Optional
-from urllib.parse import urlsplit, urlunsplit
 
 from lci.errors import LCIError
 
 from . import storage
+from .secrets import expand
+from .secrets import mask as masked  # for messages
 from .spec import StudySpec
 
 logger = logging.getLogger(__name__)
@@ -32,21 +33,6 @@ TIMEOUT_S = 10.0
 #: the pip package of the usual driver of each SQLAlchemy dialect, for the error message
 DRIVER_HINTS = {"postgresql": "psycopg2-binary", "mysql": "pymysql", "mariadb": "pymysql",
                 "mssql": "pyodbc", "oracle": "oracledb"}
-
-
-def masked(url: str) -> str:
-    """``url`` with its password replaced by ``***`` (for messages)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    netloc = f"{parts.username or ''}:***@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def _within(timeout: float, fn: Callable[[], Any], what: str) -> None:
@@ -133,7 +119,8 @@ def check_services(spec, timeout: float = TIMEOUT_S) -> None:
     from .tracking import mlflow_uri, validate_tracking
 
     if spec.search and storage_kind(spec.optuna_storage, spec.study_dir) == "url":
-        check_database(spec.optuna_storage, "optuna_storage", timeout)
+        check_database(expand(spec.optuna_storage, "optuna_storage"), "optuna_storage",
+                       timeout)
     ml = validate_tracking(spec.tracking).get("mlflow")
     if ml is not None:
         check_mlflow(mlflow_uri(ml, spec.study_dir), timeout)
@@ -206,7 +193,9 @@ def check_datasets(spec: StudySpec, *, named_sets_here: bool = True) -> List[str
             continue
         seen.add(key)
         try:
-            check_dataset(cfg)
+            note = check_dataset(cfg)  # a set that will be downloaded on first use says so
+            if note:
+                warnings.append(note)
         except LCIError as e:
             if cfg.dataset in dataset_names() and not named_sets_here:
                 warnings.append(f"{cfg.dataset}: not found here ({e}); the trials' machines "

@@ -16,6 +16,7 @@ from lci.errors import LCIError
 
 from . import storage, tune_compat
 from .atomicfs import atomic_local_filesystem
+from .cost import check_budget
 from .experiment import (Experiment, ExperimentContext, StorageFull,  # noqa: F401
                          StudyInterrupted, disk_full, trial_dirname, trial_name)
 from .graph import ExperimentNode, build_graph, study_width
@@ -68,6 +69,7 @@ class StudyRunner:
         """Everything that can refuse the study without writing anything."""
         for change in self.state.check(self.spec.to_json(), self.resume):
             self.echo(f"resume: {change} (cannot change results)")
+        check_budget(self.spec)
         if self.resume:
             check_resumable(self.spec, self.dir, [n.name for n in self.nodes],
                             [n.name for n in self.nodes if n.phase == "search"])

@@ -5,7 +5,7 @@
 - ``study.json``: the spec as analysis/ reads it (name, seeds, metric, cells, search_params...);
 - ``study_state.json``: which experiments finished and the best parameters of each searched
   cell, so ``--resume`` skips finished experiments and evaluates the same best configuration;
-- ``driver.lock``: the running driver (see :mod:`study.lock`);
+- ``driver.lock.<g>``: the running driver's lease (see :mod:`study.lock`);
 - ``optuna.db`` (or ``optuna.journal``): one Optuna study per searched cell, named by the cell id;
 - ``summary.json``: the end-of-study table;
 - ``trials/``: the study's one Tune run (:mod:`study.multiplex`), with Tune's state files and
@@ -24,6 +24,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from lci.errors import LCIError
 
 from . import storage
+from .secrets import mask
 
 STUDY_FILE, STATE_FILE, SUMMARY_FILE = "study.json", "study_state.json", "summary.json"
 #: what must be the same for ``--resume`` to continue a study with a spec: the spec as
@@ -33,9 +34,10 @@ RESUME_KEYS = ("cells", "search", "sweep", "seed_values", "experiments", "schedu
 #: keys of a spec (as written) that cannot change what a trial computes: where and how many
 #: trials run, how often they are retried and checkpointed, where results are logged
 NEUTRAL_SPEC_KEYS = ("name", "description", "resources", "max_concurrent", "max_failures",
-                     "keep_checkpoints", "storage", "tracking", "search.max_concurrent")
+                     "keep_checkpoints", "storage", "tracking", "search.max_concurrent",
+                     "budget")
 #: TrainConfig keys that cannot change results, wherever a spec sets them (fixed, phases)
-NEUTRAL_CONFIG_KEYS = ("checkpoint_every", "num_workers", "threads")
+NEUTRAL_CONFIG_KEYS = ("checkpoint_every", "num_workers", "threads", "download")
 
 
 def _jsonish(v: Any) -> Any:
@@ -111,7 +113,8 @@ class StudyState:
             raise LCIError(f"{self.dir} already holds study {old.get('name')!r}; pass --resume "
                            "to continue it, or choose another --storage or study name")
         self._read(STATE_FILE, "which experiments finished and each cell's best parameters")
-        changed, neutral = spec_changes(old, info)
+        # study.json holds the spec with its passwords masked: compare it so (study.secrets)
+        changed, neutral = spec_changes(old, mask(info))
         if changed:
             raise LCIError(f"--resume: the spec differs from the one study {old.get('name')!r} "
                            f"was started with, in what trials compute ({'; '.join(changed)}); "
@@ -140,7 +143,8 @@ class StudyState:
         saved = self._read(STATE_FILE, "which experiments finished")
         if saved:
             self.data = {"experiments": {}, "best": {}, **saved}
-        storage.write_json(self.path(STUDY_FILE), info)
+        # the spec as written may hold a database password (study.secrets)
+        storage.write_json(self.path(STUDY_FILE), mask(info))
         self.save()
 
     def save(self) -> None:

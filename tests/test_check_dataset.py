@@ -21,7 +21,7 @@ def _fresh_cache():
 def _same_error(dataset, data_dir="data"):
     """check_dataset raises exactly the error load_data raises; returns its message."""
     with pytest.raises(LCIError) as checked:
-        check_dataset({"dataset": dataset, "data_dir": data_dir})
+        check_dataset({"dataset": dataset, "data_dir": data_dir, "download": False})
     with pytest.raises(LCIError) as loaded:
         load_data(dataset, data_dir)
     assert type(checked.value) is type(loaded.value)

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 import yaml
@@ -60,14 +61,25 @@ def test_second_driver_is_refused_at_once_naming_the_holder(tmp_path):
         lock.release()
 
 
+def _lock_record(study_dir, gen=0, **over):
+    """A lock record as a driver writes it (``over`` simulates another host, a dead PID, an
+    old renewal)."""
+    from study.lock import generation_path
+
+    info = {"pid": os.getpid(), "host": socket.gethostname(), "started": "earlier",
+            "renewed": time.time(), "lease_s": 60.0, "token": f"t{gen}", **over}
+    os.makedirs(study_dir, exist_ok=True)
+    with open(generation_path(str(study_dir), gen), "w") as f:
+        f.write(json.dumps(info))
+    return info
+
+
 def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
-    from study.lock import LOCK_FILE, StudyLock, holder
+    from study.lock import StudyLock, holder
 
     p = subprocess.Popen([sys.executable, "-c", "pass"])
     p.wait()  # a PID that is certainly dead now
-    os.makedirs(tmp_path / "s")
-    (tmp_path / "s" / LOCK_FILE).write_text(json.dumps(
-        {"pid": p.pid, "host": socket.gethostname(), "started": "earlier"}))
+    _lock_record(tmp_path / "s", pid=p.pid)  # a fresh lease, but its process is gone
     said = []
     lock = StudyLock(str(tmp_path / "s"), echo=said.append)
     lock.acquire()
@@ -78,13 +90,128 @@ def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
         lock.release()
 
 
-def test_lock_of_another_host_is_respected(tmp_path):
-    from study.lock import LOCK_FILE, StudyLock
+def test_live_lease_of_another_host_is_respected(tmp_path):
+    from study.lock import StudyLock, holder
 
-    os.makedirs(tmp_path / "s")
-    (tmp_path / "s" / LOCK_FILE).write_text(json.dumps({"pid": 1, "host": "elsewhere"}))
-    with pytest.raises(LCIError, match="elsewhere"):
-        StudyLock(str(tmp_path / "s")).acquire()
+    _lock_record(tmp_path / "s", pid=1, host="elsewhere", renewed=1000.0, lease_s=60)
+    lock = StudyLock(str(tmp_path / "s"), clock=lambda: 1030.0)  # renewed 30 s ago
+    with pytest.raises(LCIError, match=r"'elsewhere'.*expires in 30s"):
+        lock.acquire()
+    assert holder(str(tmp_path / "s"))["host"] == "elsewhere"  # untouched
+
+
+def test_expired_lease_of_a_dead_host_is_taken_over(tmp_path):
+    """The head that held the study is gone (its lease ran out): a driver on a new host takes
+    over without anyone deleting files; the old record names the dead host."""
+    from study.lock import StudyLock, holder
+
+    _lock_record(tmp_path / "s", pid=1, host="dead-head", renewed=1000.0, lease_s=60)
+    said = []
+    lock = StudyLock(str(tmp_path / "s"), echo=said.append, clock=lambda: 1061.0)
+    lock.acquire()
+    try:
+        now = holder(str(tmp_path / "s"))
+        assert now["host"] == socket.gethostname() and now["pid"] == os.getpid()
+        assert len(said) == 1 and "expired" in said[0] and "dead-head" in said[0]
+        # a third driver is refused: the lease is live again, and ours
+        with pytest.raises(LCIError, match=f"PID {os.getpid()}"):
+            StudyLock(str(tmp_path / "s"), clock=lambda: 1062.0).acquire()
+    finally:
+        lock.release()
+    assert holder(str(tmp_path / "s"))["released"] is True
+
+
+def _race_for_lock(study_dir, barrier, results, hold):
+    from study.lock import StudyLock
+
+    lock = StudyLock(study_dir, echo=lambda m: None)
+    barrier.wait()
+    try:
+        lock.acquire()
+        results.put("won")
+    except LCIError as e:
+        results.put(f"refused: {e}")
+        lock = None
+    hold.wait()  # winners keep the lease until every driver has tried
+    if lock is not None:
+        lock.release()
+
+
+def test_two_drivers_taking_over_an_expired_lease_only_one_wins(tmp_path):
+    import multiprocessing as mp
+
+    _lock_record(tmp_path / "s", pid=1, host="dead-head", renewed=0.0, lease_s=60)
+    ctx = mp.get_context("spawn")
+    n = 4
+    barrier, hold, results = ctx.Barrier(n), ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=_race_for_lock, args=(str(tmp_path / "s"), barrier, results,
+                                                      hold)) for _ in range(n)]
+    for p in procs:
+        p.start()
+    outcomes = [results.get(timeout=120) for _ in procs]
+    hold.set()
+    for p in procs:
+        p.join(timeout=120)
+    assert sorted(o.split(":")[0] for o in outcomes) == ["refused"] * (n - 1) + ["won"]
+    assert all("being run by another driver" in o for o in outcomes if o != "won")
+
+
+def test_renewal_keeps_the_lease_and_a_taken_over_lease_stops_the_driver(tmp_path):
+    from study.lock import StudyLock, holder
+
+    now = [1000.0]
+    lost = []
+    lock = StudyLock(str(tmp_path / "s"), lease_s=3600, clock=lambda: now[0],
+                     on_lost=lost.append)
+    lock.acquire()
+    try:
+        now[0] = 1000.0 + 3000
+        assert lock.renew()
+        assert holder(str(tmp_path / "s"))["renewed"] == 4000.0
+        # a driver elsewhere took over (this one stalled past its lease): the next renewal
+        # must notice, and the driver stop
+        _lock_record(tmp_path / "s", gen=lock.gen + 1, host="new-head", pid=7)
+        assert not lock.renew()
+        assert len(lost) == 1 and "new-head" in lost[0] and "taken over" in lost[0]
+    finally:
+        lock.release()
+    assert holder(str(tmp_path / "s"))["host"] == "new-head"  # our release left it alone
+
+
+def test_the_renewal_thread_notices_a_takeover(tmp_path):
+    import threading
+
+    from study.lock import StudyLock
+
+    noticed = threading.Event()
+    lock = StudyLock(str(tmp_path / "s"), lease_s=0.2, on_lost=lambda m: noticed.set())
+    lock.acquire()
+    try:
+        _lock_record(tmp_path / "s", gen=lock.gen + 1, host="new-head", pid=7)
+        assert noticed.wait(120)  # the thread renews every lease/4
+    finally:
+        lock.release()
+
+
+def test_sweep_resumes_a_study_whose_lock_a_dead_host_left(tmp_path):
+    """End to end: a live lease elsewhere refuses the study (exit 2, nothing written); once
+    that lease has expired, the same command runs the study without anyone deleting files."""
+    from study.lock import holder
+
+    study = tmp_path / "res" / "s"
+    _lock_record(study, pid=1, host="dead-head", renewed=time.time() + 3600)
+    before = _tree(study)
+    r = _lci("sweep", str(_spec(tmp_path)), "--storage", str(tmp_path / "res"), "--resume",
+             cwd=tmp_path)
+    assert r.returncode == 2 and "dead-head" in r.stderr, r.stderr
+    assert _tree(study) == before
+    _lock_record(study, pid=1, host="dead-head", renewed=time.time() - 3600)
+    r = _lci("sweep", str(_spec(tmp_path)), "--storage", str(tmp_path / "res"), "--resume",
+             "--num-cpus", "1", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "taking over the expired lock" in r.stdout and "dead-head" in r.stdout
+    assert (study / "summary.json").is_file()
+    assert holder(str(study))["released"] is True
 
 
 # ---------------------------------------------------------------------- checks before Ray
@@ -222,3 +349,111 @@ def test_one_definition_of_finished_and_failed(tmp_path):
     assert st == {"recovered": FINISHED, "broken": FAILED, "running": INCOMPLETE}
     assert [r.reason() for r in read_trials(str(exp)) if r.trial_id == "broken"] == \
         ["RuntimeError: boom"]
+
+
+# ------------------------------------------------------------------------------ GPU visibility
+_GPU_STUDY = """
+import logging, sys
+import ray
+from study.runner import run_study
+from study.spec import load_spec
+# a node that declares a GPU on a machine whose torch sees none: what a `ray up` worker
+# without the NVIDIA runtime's variables looks like
+ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False,
+         logging_level=logging.WARNING, log_to_driver=False)
+summary = run_study(load_spec(sys.argv[1], storage=sys.argv[2]))
+print("ERRORS", summary.errors)
+"""
+
+
+def test_trial_given_a_gpu_that_torch_cannot_see_fails_at_once_and_is_not_retried(tmp_path):
+    import torch
+
+    from study.trials import FAILED, read_study_trials
+
+    if torch.cuda.is_available():
+        pytest.skip("torch sees a CUDA device here")
+    spec = _spec(tmp_path, resources={"cpu": 1, "gpu": 1}, max_failures=3)
+    r = subprocess.run([sys.executable, "-c", _GPU_STUDY, str(spec), str(tmp_path / "res")],
+                       capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=600)
+    assert r.returncode == 0 and "ERRORS 1" in r.stdout, r.stdout + r.stderr
+    (recs,) = read_study_trials(str(tmp_path / "res" / "s")).values()
+    (rec,) = recs
+    assert rec.status() == FAILED
+    with open(os.path.join(rec.path, "error.txt")) as fh:
+        (line,) = fh.read().strip().splitlines()
+    assert f"node {socket.gethostname()}" in line and "torch sees no CUDA device" in line
+    with open(os.path.join(rec.path, "result.json")) as fh:
+        lines = [json.loads(l) for l in fh if l.strip()]
+    # one attempt, one report, no epoch trained: max_failures=3 would have retried it
+    assert len(lines) == 1 and lines[0]["epoch"] == 0
+    assert not [d for d in os.listdir(rec.path) if d.startswith("checkpoint_")]
+
+
+# ---------------------------------------------------------------------------- secrets in URLs
+def test_storage_passwords_are_masked_in_study_json_and_printed_lines(tmp_path, monkeypatch):
+    from study.optuna_storage import dashboard_command
+    from study.secrets import mask
+    from study.spec import load_spec
+    from study.state import STUDY_FILE, StudyState
+
+    db = "postgresql://lci:s3cret-pw@db.example:5432/optuna"
+    spec = load_spec(str(_spec(tmp_path, optuna_storage=db, tracking={"mlflow": {
+        "uri": "https://me:mlflow-pw@mlflow.example/x?password=q-pw"}})),
+        storage=str(tmp_path / "res"))
+    state = StudyState(spec.study_dir)
+    state.open(spec.to_json())
+    written = (tmp_path / "res" / "s" / STUDY_FILE).read_text()
+    for pw in ("s3cret-pw", "mlflow-pw", "q-pw"):
+        assert pw not in written
+    assert "postgresql://lci:***@db.example:5432/optuna" in written
+    assert "s3cret-pw" not in dashboard_command(db, spec.study_dir)
+    state.check(spec.to_json(), resume=True)  # the masked study.json still resumes
+    # the ${VAR} form is not a secret and stays as written
+    assert mask("postgresql://lci:${PW}@h/db") == "postgresql://lci:${PW}@h/db"
+    monkeypatch.setenv("PW", "from-env")
+    assert dashboard_command("postgresql://lci:${PW}@h/db", spec.study_dir) == \
+        "optuna-dashboard postgresql://lci:${PW}@h/db"  # runs as printed, in the same shell
+    assert mask("sqlite:////a/b.db") == "sqlite:////a/b.db"
+
+
+def test_an_error_line_never_shows_a_password(tmp_path):
+    r = _lci("sweep", "https://u:hunter2@127.0.0.1:1/spec.yaml", "--dry-run", cwd=tmp_path)
+    assert r.returncode == 2 and "https://u:***@127.0.0.1:1/spec.yaml" in r.stderr, r.stderr
+
+
+def test_optuna_storage_reads_a_password_from_the_environment(tmp_path, monkeypatch):
+    from study.optuna_storage import resolve_optuna_storage
+    from study.spec import load_spec
+
+    with pytest.raises(LCIError, match=r"\$\{LCI_TEST_DB\}.*not set"):
+        load_spec(str(_spec(tmp_path, optuna_storage="sqlite:///${LCI_TEST_DB}")))
+    monkeypatch.setenv("LCI_TEST_DB", str(tmp_path / "x.db"))
+    spec = load_spec(str(_spec(tmp_path, optuna_storage="sqlite:///${LCI_TEST_DB}")))
+    assert spec.optuna_storage == "sqlite:///${LCI_TEST_DB}"  # stays unexpanded in the spec
+    store = resolve_optuna_storage(spec.optuna_storage, str(tmp_path / "res"))
+    import optuna
+
+    optuna.create_study(study_name="t", storage=store)
+    assert (tmp_path / "x.db").is_file()
+
+
+def test_a_fused_trial_given_a_gpu_that_torch_cannot_see_fails_at_once_too(tmp_path):
+    import glob
+
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("torch sees a CUDA device here")
+    spec = _spec(tmp_path, resources={"cpu": 1, "gpu": 1}, max_failures=3,
+                 evaluation={"seeds": 2, "fuse_seeds": True})
+    r = subprocess.run([sys.executable, "-c", _GPU_STUDY, str(spec), str(tmp_path / "res")],
+                       capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "0 of 2 trials finished, 2 failed" in r.stdout, r.stdout
+    (err,) = glob.glob(str(tmp_path / "res" / "s" / "trials" / "*" / "error.txt"))
+    with open(err) as fh:
+        (line,) = fh.read().strip().splitlines()
+    assert f"node {socket.gethostname()}" in line and "torch sees no CUDA device" in line
+    with open(os.path.join(os.path.dirname(err), "result.json")) as fh:
+        assert len([l for l in fh if l.strip()]) == 1  # one attempt, not retried

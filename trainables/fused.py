@@ -27,8 +27,8 @@ from lci.errors import FAILED_KEY, RECURRING_ERRORS
 from lci.fused import FusedTrainer
 from lci.names import FUSED_KEY, MEMBERS_LIVE_KEY, fused_member_folder
 
-from .lci_trainable import (CHECKPOINT_FILE, _cpu_share, _publish_run_files, _write_error,
-                            split_config)
+from .lci_trainable import (CHECKPOINT_FILE, _check_gpus_visible, _cpu_share,
+                            _publish_run_files, _write_error, split_config)
 
 
 class _MemberFolders:
@@ -86,6 +86,7 @@ def train_fused(config: Dict[str, Any]) -> None:
     try:
         cfg, extras = split_config(config)
         seeds = [int(s) for s in extras[FUSED_KEY]]
+        _check_gpus_visible(cfg)
         if cfg.threads == 0:
             cfg = cfg.replace(threads=_cpu_share())
         folders = _MemberFolders(config, seeds)

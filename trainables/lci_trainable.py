@@ -20,13 +20,14 @@ import logging
 import math
 import os
 import shutil
+import socket
 import tempfile
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from ray import tune
 
 from lci.config import TrainConfig
-from lci.errors import FAILED_KEY, RECURRING_ERRORS
+from lci.errors import FAILED_KEY, RECURRING_ERRORS, LCIError
 from lci.fitloop import train_loop
 from lci.names import FUSED_KEY
 from lci.trainer import Trainer
@@ -73,6 +74,7 @@ def train_lci(config: Dict[str, Any]) -> None:
     trainer = None
     try:
         cfg, _ = split_config(config)
+        _check_gpus_visible(cfg)
         if cfg.threads == 0:
             # the trial's CPU share; a study sets `threads` itself, this covers direct Tuner use
             cfg = cfg.replace(threads=_cpu_share())
@@ -105,6 +107,34 @@ def train_lci(config: Dict[str, Any]) -> None:
         tune.report({FAILED_KEY: reason, "epoch": trainer.epoch if trainer is not None else 0})
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _check_gpus_visible(cfg: TrainConfig) -> None:
+    """A trial that Ray gave GPUs must see them in torch; otherwise it would silently train on
+    the CPU (a container started without the NVIDIA runtime's variables, a CPU-only torch).
+    That recurs on every retry on that node, so it is an :class:`LCIError`: the trial ends at
+    once with one line naming the node."""
+    import ray
+
+    if cfg.device == "cpu":
+        return
+    try:
+        gpu_ids = ray.get_gpu_ids()
+    except Exception:  # not inside a Ray worker (a direct call in a test)
+        return
+    if not gpu_ids:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    raise LCIError(
+        f"node {socket.gethostname()} ({ray.util.get_node_ip_address()}): Ray gave this trial "
+        f"GPU {', '.join(map(str, gpu_ids))} but torch sees no CUDA device "
+        f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}, "
+        f"NVIDIA_VISIBLE_DEVICES={os.environ.get('NVIDIA_VISIBLE_DEVICES')!r}, torch "
+        f"{torch.__version__} built for CUDA {torch.version.cuda}); expose the node's GPUs to "
+        "its container, or set resources.gpu: 0")
 
 
 def _write_error(reason: str, trial_path: Optional[str] = None) -> None:

@@ -9,7 +9,8 @@ Supported sources (``TrainConfig.dataset``), one module each:
 
 - ``digits`` (:mod:`.digits`): scikit-learn's 8x8 digits, a fixed 500-image test split.
 - ``cifar10`` / ``cifar100`` (:mod:`.cifar`): torchvision's on-disk format under
-  ``data_dir``; nothing is downloaded.
+  ``data_dir``; downloaded there on first use when missing (``load_data(download=True)``,
+  what a config's ``download: auto`` asks for).
 - ``clothing1m`` / ``webvision`` (:mod:`.realworld`): the real-world noisy sets, read from
   their standard file lists under ``data_dir``. **File-backed**: ``x_train``/``x_test`` are
   :class:`~.imagefiles.ImageFiles`, decoded in DataLoader workers; ``labels_are_noisy``.

@@ -1,11 +1,16 @@
 """``cifar10`` / ``cifar100``: torchvision's on-disk format under ``data_dir``.
 
-Read with torchvision's own classes. Nothing is downloaded here: the files must already be
-there (``locate`` names the missing ones).
+Read with torchvision's own classes. When the files are missing and the config allows it
+(``download: auto``, the default), :func:`fetch_cifar` downloads torchvision's archive once
+per node (a file lock in ``data_dir`` makes concurrent trials wait for the first one's
+download instead of racing it), checked by torchvision against the archive's md5; with
+``download: false`` ``locate`` names the missing files.
 """
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from typing import List
 
 import numpy as np
@@ -49,14 +54,65 @@ def locate_cifar(dataset: str, data_dir: str) -> List[str]:
         label = "CIFAR-10" if dataset == "cifar10" else "CIFAR-100"
         raise DataError(
             f"{dataset}: expected torchvision's {label} files {', '.join(expected)} in "
-            f"{folder!r}, missing: {', '.join(missing)}. Data sets cannot be downloaded here; "
-            f"place torchvision's download (the extracted {cls.filename}) in {data_dir!r} "
-            "or set data_dir to where it is")
+            f"{folder!r}, missing: {', '.join(missing)}. Place torchvision's download (the "
+            f"extracted {cls.filename}) in {data_dir!r}, set data_dir to where it is, or "
+            "let the run download it (download: auto, the default)")
     return [os.path.join(folder, f) for f in expected]
 
 
-@register_dataset("cifar100", locate=locate_cifar)
-@register_dataset("cifar10", locate=locate_cifar)  # decorators apply bottom-up: cifar10 first
+def _source(dataset: str):
+    """torchvision's own class: where the archive is (``url``, ``filename``) and its md5."""
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    return CIFAR10 if dataset == "cifar10" else CIFAR100
+
+
+def fetch_cifar(dataset: str, data_dir: str) -> List[str]:
+    """Download and extract torchvision's archive of ``dataset`` into ``data_dir`` (only the
+    files that are missing are put there); returns ``locate``'s files.
+
+    One download per node: the trials of a node that find the set missing wait on an OS lock
+    of ``<data_dir>/.<dataset>.download.lock``; the first downloads, the others find the files
+    when they get the lock. The archive is fetched and extracted in a temporary folder of
+    ``data_dir`` and each file moved into place whole, so a run that dies half-way leaves no
+    truncated file behind. torchvision checks the archive against its md5."""
+    import fcntl
+
+    from torchvision.datasets.utils import download_and_extract_archive
+
+    src = _source(dataset)
+    try:
+        os.makedirs(data_dir, exist_ok=True)
+        lock = open(os.path.join(data_dir, f".{dataset}.download.lock"), "a")
+    except OSError as e:
+        raise DataError(f"{dataset}: cannot download it into {data_dir!r} ({e}); place "
+                        f"torchvision's {src.filename} there or set data_dir") from None
+    with lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # released when the file closes
+        try:
+            return locate_cifar(dataset, data_dir)  # another trial of this node fetched it
+        except DataError:
+            pass
+        tmp = tempfile.mkdtemp(prefix=f".{dataset}-download-", dir=data_dir)
+        try:
+            download_and_extract_archive(src.url, tmp, filename=src.filename, md5=src.tgz_md5)
+            dest = os.path.join(data_dir, src.base_folder)
+            os.makedirs(dest, exist_ok=True)
+            got = os.path.join(tmp, src.base_folder)
+            for name in os.listdir(got):
+                if not os.path.exists(os.path.join(dest, name)):
+                    os.replace(os.path.join(got, name), os.path.join(dest, name))
+        except Exception as e:  # no network, a wrong md5, a full disk: one line
+            raise DataError(f"{dataset}: downloading {src.url} into {data_dir!r} failed "
+                            f"({type(e).__name__}: {e}; md5 expected {src.tgz_md5}); place "
+                            f"torchvision's {src.filename} there, or set data_dir") from None
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return locate_cifar(dataset, data_dir)
+
+
+@register_dataset("cifar100", locate=locate_cifar, fetch=fetch_cifar)
+@register_dataset("cifar10", locate=locate_cifar, fetch=fetch_cifar)  # bottom-up: cifar10 first
 def load_cifar(dataset: str, data_dir: str, opts: LoadOptions) -> DataBundle:
     cls = _unchecked(dataset)
     folder = os.path.join(data_dir, cls.base_folder)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import TYPE_CHECKING, Dict, List, Mapping, Sequence, Union
+from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence, Union
 
 from ..errors import ConfigError, DataError, allowed
 from ..names import human_noise_key
@@ -59,36 +59,55 @@ def locate_dataset(dataset: str, data_dir: str = "data") -> List[str]:
     return source_of(dataset).locate(dataset, data_dir)
 
 
-def check_dataset(cfg: Union["TrainConfig", Mapping]) -> None:
+def check_dataset(cfg: Union["TrainConfig", Mapping]) -> Optional[str]:
     """Raise the error ``load_data`` would raise for a missing file or folder of the data set
     of ``cfg`` (a :class:`~lci.config.TrainConfig` or a mapping with ``dataset`` and optional
-    ``data_dir``), without loading it: existence checks of the npz / csv file, the image
-    folder's class folders, the CIFAR files under ``data_dir`` (and the CIFAR-N label file
-    for ``noise: human:KEY``), the Clothing1M / WebVision list files. Images listed inside a
-    file are not checked (that is the load's job)."""
+    ``data_dir``, ``noise`` and ``download``), without loading it: existence checks of the
+    npz / csv file, the image folder's class folders, the CIFAR files under ``data_dir`` (and
+    the CIFAR-N label file for ``noise: human:KEY``), the Clothing1M / WebVision list files.
+    Images listed inside a file are not checked (that is the load's job). A missing set that
+    the load will download (``download``) is no error: returns a note."""
     if isinstance(cfg, Mapping):
         dataset, data_dir = cfg.get("dataset", "digits"), cfg.get("data_dir", "data")
         noise = cfg.get("noise")
+        download = str(cfg.get("download", "auto")).lower() not in ("false", "no", "off", "0")
     else:
         dataset, data_dir, noise = cfg.dataset, cfg.data_dir, cfg.noise
-    locate_dataset(dataset, data_dir)
+        download = bool(cfg.download)
+    note = None
+    try:
+        locate_dataset(dataset, data_dir)
+    except DataError:
+        if not (download and source_of(os.fspath(dataset)).fetch):
+            raise
+        note = (f"{dataset}: not in {os.fspath(data_dir)!r} here; downloaded on first use "
+                "(download: auto)")
     if human_noise_key(noise) is not None and dataset in HUMAN_LABEL_FILES:
         human_label_path(dataset, data_dir)  # CIFAR-N noise: its label file too
+    return note
 
 
 def load_data(dataset: str, data_dir: str = "data", *, num_workers: int = 0,
-              image_size: int = 224, resize_size: int = 256) -> DataBundle:
+              image_size: int = 224, resize_size: int = 256,
+              download: bool = False) -> DataBundle:
     """Load a registered data set or a user's ``.npz`` / ``.csv`` / image folder.
 
     ``num_workers`` threads decode the images of file lists and folders (0: in this thread).
     File-backed sets (``clothing1m``, ``webvision``) are decoded later, at ``resize_size``,
     and their views are ``image_size`` crops; the other sets ignore both sizes.
+    ``download``: a registered set whose files are missing is downloaded when it can be
+    (CIFAR: :func:`~lci.data.cifar.fetch_cifar`), instead of the error.
     Raises :class:`DataError` for missing or malformed data and :class:`ConfigError` for a
     name that is neither registered nor a path.
     """
     dataset, data_dir = os.fspath(dataset), os.fspath(data_dir)
     source = source_of(dataset)
-    files = source.locate(dataset, data_dir)
+    try:
+        files = source.locate(dataset, data_dir)
+    except DataError:
+        if not (download and source.fetch):
+            raise
+        files = source.fetch(dataset, data_dir)
     is_format = dataset not in DATASETS
     key = (source.name, os.path.abspath(dataset) if is_format else dataset,
            os.path.abspath(data_dir), _mtimes(files))

@@ -13,7 +13,7 @@ are :func:`dataset_names`, in registration order; nothing else lists them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, List, Tuple
+from typing import Callable, List, Optional, Tuple
 
 from ..registry import Registry
 
@@ -41,24 +41,29 @@ class DatasetSource:
     load: Callable
     locate: Callable[[str, str], List[str]]
     file_backed: bool = False  # images stay files, decoded in DataLoader workers
+    # fetch(dataset, data_dir): put the missing files there (a download), then locate's result
+    fetch: Optional[Callable[[str, str], List[str]]] = None
 
 
 DATASETS: Registry[DatasetSource] = Registry("dataset")
 FORMATS: Registry[DatasetSource] = Registry("dataset format")
 
 
-def _registrar(registry: Registry, name: str, locate, file_backed: bool):
+def _registrar(registry: Registry, name: str, locate, file_backed: bool, fetch=None):
     def deco(load: Callable) -> Callable:
-        registry.register(name)(DatasetSource(name, load, locate, file_backed))
+        registry.register(name)(DatasetSource(name, load, locate, file_backed, fetch))
         return load
 
     return deco
 
 
 def register_dataset(name: str, *, locate: Callable[[str, str], List[str]],
-                     file_backed: bool = False) -> Callable[[Callable], Callable]:
-    """Register ``load`` as the loader of the named set ``name`` (a config's ``dataset``)."""
-    return _registrar(DATASETS, name, locate, file_backed)
+                     file_backed: bool = False,
+                     fetch: Optional[Callable[[str, str], List[str]]] = None
+                     ) -> Callable[[Callable], Callable]:
+    """Register ``load`` as the loader of the named set ``name`` (a config's ``dataset``);
+    ``fetch`` downloads it when its files are missing and the config allows (``download``)."""
+    return _registrar(DATASETS, name, locate, file_backed, fetch)
 
 
 def register_format(name: str, *, locate: Callable[[str, str], List[str]]

@@ -39,6 +39,7 @@ SPEC_KEYS: Dict[str, str] = {
                       "for NFS/EFS; chosen by itself on a network file system), 'none', or a "
                       "database URL",
     "tracking": "optional experiment tracking, e.g. {mlflow: {uri: ..., experiment: ...}}",
+    "budget": "optional {gpu_hours: N, gpu: H200}: refuse a study whose GPU-hours exceed N",
 }
 SEARCH_KEYS: Dict[str, str] = {
     "trials": "Optuna trials per searched cell",

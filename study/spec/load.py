@@ -132,6 +132,7 @@ def build(raw: Dict[str, Any], path: Optional[str]) -> StudySpec:
     if sched is not None and search is None:
         raise SpecError("'scheduler' early-stops the search phase, but there is no 'search'")
     ostore = _optuna_storage(raw)
+    _budget(raw)
     spec = StudySpec(
         name=name, fixed=fixed, datasets=axes.datasets, noise=axes.noise, methods=axes.methods,
         robust_losses=axes.robust_losses, overrides=overrides, search=search,
@@ -230,6 +231,15 @@ def _optuna_storage(raw: Mapping[str, Any]) -> str:
 
     try:
         return normalize_optuna_storage(raw.get("optuna_storage", "sqlite"))
+    except LCIError as e:
+        raise SpecError(str(e)) from None
+
+
+def _budget(raw: Mapping[str, Any]) -> None:
+    from ..cost import validate_budget
+
+    try:
+        validate_budget(raw.get("budget"))
     except LCIError as e:
         raise SpecError(str(e)) from None
 
