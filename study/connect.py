@@ -35,3 +35,17 @@ def connect(address: Optional[str] = None, num_cpus: Optional[int] = None) -> bo
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1,
                  include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
     return True
+
+
+def pending_trials(width: int, slots: Optional[int], cluster: bool) -> int:
+    """What Tune keeps queued for resources (``PENDING_ENV``), and so starts at once: every
+    slot's worth, so all slots start together and a slot never waits for the searcher; on a
+    cluster with an autoscaler at least 32, so that it sees the whole demand and scales to
+    ``max_workers`` at once. Bounded by the study's ``width``."""
+    want = max(1, slots or 1)
+    if cluster:
+        from .autoscaling import autoscaler
+
+        if autoscaler() is not None:
+            want = max(want, 32)
+    return max(1, min(width, want))

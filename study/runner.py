@@ -23,7 +23,7 @@ from .graph import ExperimentNode, build_graph, study_width
 from .lock import StudyLock
 from .live import live
 from .multiplex import Plan, StudySearcher, StudyTrialScheduler
-from .connect import PENDING_ENV, connect
+from .connect import PENDING_ENV, connect, pending_trials
 from .preflight import (check_datasets, check_resources, check_resumable, check_services,
                         check_storage)
 from .progress import StudyProgress, TrialEvents
@@ -128,7 +128,8 @@ class StudyRunner:
         # Tune reads this when the run starts; a value the user set is kept
         pending_set = PENDING_ENV not in os.environ
         if pending_set:
-            os.environ[PENDING_ENV] = str(self.pending_trials())
+            os.environ[PENDING_ENV] = str(pending_trials(
+                study_width(self.nodes, self.max_concurrent), self.slots, bool(self.address)))
         try:
             # the searcher and callbacks Tune restores find this driver (study.live)
             with live(self.dir, self):
@@ -222,19 +223,6 @@ class StudyRunner:
             raise LCIError(f"study {self.spec.name}: Ray Tune could not restore the study's run "
                            f"from {self.tune_dir} (see the log above)")
         self.record_missed_ends()
-
-    def pending_trials(self) -> int:
-        """Trials Tune keeps queued for resources (and starting at once): every slot's worth,
-        so all slots start together and a slot never waits for the searcher; more where an
-        autoscaler should see the demand. Bounded by the study's width."""
-        width = study_width(self.nodes, self.max_concurrent)
-        want = max(1, self.slots or 1)
-        if self.address:
-            from .autoscaling import autoscaler
-
-            if autoscaler() is not None:
-                want = max(want, 32)
-        return max(1, min(width, want))
 
     # ------------------------------------------------------- what the study's searcher asks
     @property

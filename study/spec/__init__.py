@@ -22,7 +22,8 @@ from .cells import Cell, build_cells
 from .keys import (AXIS_KEYS, DEFAULT_SPACE, EVAL_KEYS, GENERAL_PARAMS, LCI_ONLY_PARAMS,
                    LCI_PARAMS, LOSS_SEARCH_SPACE, OVERRIDE_KEYS, PHASE_KEYS, PHASES, RESOURCE_KEYS,
                    SCHEDULER_KEYS, SEARCH_KEYS, SPEC_KEYS, SWEEP_KEYS, WHEN_KEYS, SpecError)
-from .load import absolute_storage, load_spec, preset_names, presets_dir, resolve_spec_path
+from .load import load_spec
+from .paths import absolute_storage, preset_names, presets_dir, resolve_spec_path
 from .model import EvalSpec, SchedulerSpec, SearchSpec, StudySpec, SweepSpec
 from .params import (Param, default_params, param_applies, param_path, parse_param, set_path,
                      with_params)

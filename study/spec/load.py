@@ -21,6 +21,7 @@ from .keys import (AXIS_KEYS, EVAL_KEYS, OVERRIDE_KEYS, PHASE_KEYS, RESOURCE_KEY
                    SCHEDULER_KEYS, SEARCH_KEYS, SPEC_KEYS, SWEEP_KEYS, WHEN_KEYS, SpecError)
 from .model import EvalSpec, SchedulerSpec, SearchSpec, StudySpec, SweepSpec
 from .params import default_params, parse_param, with_params
+from .paths import absolute_dataset, absolute_paths, absolute_storage, resolve_spec_path
 from .values import (check_keys, flag, integer, mapping, metric_name, number, seed_list,
                      settings, str_list)
 
@@ -53,53 +54,6 @@ def load_spec(source: Any, *, storage: Optional[str] = None, name: Optional[str]
         raise SpecError(f"{where}: {e}") from None
 
 
-def presets_dir() -> str:
-    """``study/presets/``: the paper's tables and figures and the demo, as spec files."""
-    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "presets")
-
-
-def preset_names() -> List[str]:
-    return sorted(f[:-5] for f in os.listdir(presets_dir()) if f.endswith(".yaml"))
-
-
-def resolve_spec_path(s: str) -> str:
-    if os.path.isfile(s):
-        return os.path.abspath(s)
-    cand = os.path.join(presets_dir(), s if s.endswith(".yaml") else s + ".yaml")
-    if os.sep not in s and os.path.isfile(cand):
-        return cand
-    raise SpecError(f"study spec {s!r} is neither a file nor a preset; presets: "
-                    f"{', '.join(preset_names())}")
-
-
-def _abs_dataset(ds: Any) -> Any:
-    from lci.config import REGISTERED_DATASETS  # the data set registry (imports torch)
-
-    if isinstance(ds, str) and ds not in REGISTERED_DATASETS and not os.path.isabs(ds) and "://" not in ds:
-        return os.path.abspath(ds)
-    return ds
-
-
-def _absolute_paths(cfg: Dict[str, Any]) -> None:
-    """Trials run elsewhere (a worker's folder, another node): make relative paths absolute,
-    relative to where ``lci sweep`` runs."""
-    if isinstance(cfg.get("data_dir"), str) and "://" not in cfg["data_dir"]:
-        cfg["data_dir"] = os.path.abspath(cfg["data_dir"])
-    if "dataset" in cfg:
-        cfg["dataset"] = _abs_dataset(cfg["dataset"])
-    pre = cfg.get("pretrained")
-    if isinstance(pre, str) and pre and not os.path.isabs(pre):
-        cfg["pretrained"] = os.path.abspath(pre)
-
-
-def absolute_storage(s: str) -> str:
-    if not isinstance(s, str) or not s:
-        raise SpecError(f"storage={s!r} must be a path or a URI like s3://bucket/folder")
-    if "://" in s:
-        return s.rstrip("/")
-    return os.path.abspath(os.path.expanduser(s))
-
-
 class _Axes(NamedTuple):
     datasets: List[str]
     dataset_axis: bool                # True: 'datasets' lists them and cell ids carry the name
@@ -117,7 +71,7 @@ def build(raw: Dict[str, Any], path: Optional[str]) -> StudySpec:
     axes = _axes(raw, fixed)
     for k in AXIS_KEYS + ("dataset",):  # the axes carry them from here on
         fixed.pop(k, None)
-    _absolute_paths(fixed)
+    absolute_paths(fixed)
     overrides = _overrides(raw)
     cpu, gpu = _resources(raw)
     max_conc = raw.get("max_concurrent")
@@ -175,8 +129,8 @@ def _axes(raw: Mapping[str, Any], fixed: Mapping[str, Any]) -> _Axes:
                         "not both")
     datasets = str_list(raw.get("datasets"), "'datasets'")
     dataset_axis = bool(datasets)
-    datasets = ([_abs_dataset(d) for d in datasets]
-                or [_abs_dataset(fixed.get("dataset", TrainConfig().dataset))])
+    datasets = ([absolute_dataset(d) for d in datasets]
+                or [absolute_dataset(fixed.get("dataset", TrainConfig().dataset))])
     if dataset_axis and len({dataset_tag(d) for d in datasets}) != len(datasets):
         raise SpecError(f"'datasets': two data sets share a name: {datasets}")
     noise = str_list(raw.get("noise"), "'noise'") or [fixed.get("noise", TrainConfig().noise)]
@@ -210,7 +164,7 @@ def _overrides(raw: Mapping[str, Any]) -> List[Dict[str, Any]]:
         check_keys(when, list(WHEN_KEYS), f"{w}.when")
         when = {k: ([v] if isinstance(v, str) else list(v)) for k, v in when.items()}
         ovs.append({"when": when, "set": settings(o.get("set"), f"{w}.set")})
-        _absolute_paths(ovs[-1]["set"])
+        absolute_paths(ovs[-1]["set"])
     return ovs
 
 
@@ -321,7 +275,7 @@ def _sweep(v: Any, ev: EvalSpec, methods, noise, losses, datasets) -> SweepSpec:
                      noise=tuple(str_list(d.get("noise"), "sweep.noise", noise)),
                      robust_losses=tuple(str_list(d.get("robust_losses"), "sweep.robust_losses",
                                                    losses)),
-                     datasets=tuple(_abs_dataset(x) for x in
+                     datasets=tuple(absolute_dataset(x) for x in
                                     str_list(d.get("datasets"), "sweep.datasets", datasets)),
                      fixed=settings(d.get("fixed"), "sweep.fixed"),
                      metric=metric_name(d.get("metric", "test_acc"), "sweep.metric"),
