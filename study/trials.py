@@ -143,8 +143,8 @@ def read_trial(path: str, name: Optional[str] = None) -> Optional[TrialRecord]:
         config, torn = None, True
     if config is None and not storage.exists(storage.join(path, "params.json")):
         return None
-    if not torn and is_fused_container(config):  # its seeds' folders are read instead
-        return None
+    if not torn and is_fused_container(config) and not _failed_before_seeds(path, config):
+        return None  # its seeds' folders are read instead
     if torn:
         config = {EXPERIMENT_KEY: folder.rsplit("-", 1)[0]} if "-" in folder else {}
     lines = [] if torn else _result_lines(path)
@@ -153,6 +153,18 @@ def read_trial(path: str, name: Optional[str] = None) -> Optional[TrialRecord]:
     error_text = _text_or_empty(error_path) if storage.exists(error_path) else None
     return TrialRecord(trial_id=last.get("trial_id", folder), path=path, config=config,
                        last=last, n_results=len(lines), error_text=error_text, torn=torn)
+
+
+def _failed_before_seeds(path: str, config: Dict[str, Any]) -> bool:
+    """A fused trial that failed before any seed's folder was written (bad input found at
+    its start): then the container is the only record of that failure."""
+    from lci.names import FUSED_KEY, fused_member_folder
+
+    if not storage.exists(storage.join(path, ERROR_FILE)) and \
+            FAILED_KEY not in (_result_lines(path)[-1:] or [{}])[0]:
+        return False
+    return not any(storage.exists(fused_member_folder(path.rstrip("/"), int(s)))
+                   for s in config.get(FUSED_KEY) or [])
 
 
 def read_trials(folder: str) -> List[TrialRecord]:

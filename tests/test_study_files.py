@@ -432,3 +432,28 @@ def test_a_study_that_filled_the_disk_resumes_once_space_is_free(small_disk, tmp
     assert all(r.status() == "finished" for recs in by_exp.values() for r in recs)
     # the progress never counts a trial twice
     assert "[7/6]" not in r.stdout
+
+
+def test_a_fused_trial_that_failed_before_its_seeds_is_counted_as_failed(tmp_path):
+    """A fused trial refused at its start (bad input) writes no seed folder: its own folder
+    is then the record of the failure (the summary counts it, and the exit status is 1)."""
+    from study.results import Summary
+    from study.trials import read_study_trials
+
+    params = {"dataset": "digits", "epochs": 3, "method": "ce", "seed": 0,
+              "fused_seeds": [0, 1], "experiment": "ce_sym0.6__eval"}
+    trials = tmp_path / "s" / "trials"
+    synthetic.write_tune_trial(trials, "ce_sym0.6__eval-ffff0001", params,
+                               [{"epoch": 0, "lci_failed": "DataError: no such file"}],
+                               trial_id="ffff0001", error="DataError: no such file")
+    recs = read_study_trials(str(tmp_path / "s"))["ce_sym0.6__eval"]
+    assert [r.status() for r in recs] == ["failed"]
+    s = Summary(str(tmp_path / "s"), "test_acc")
+    s.add_failure("ce_sym0.6__eval", recs[0])
+    assert s.errors == 1 and s.failures[0]["kind"] == "refused"
+    # once a seed's folder exists, the seeds are the records and the container is skipped
+    synthetic.write_tune_trial(trials, "ce_sym0.6__eval-ffff0001-s0",
+                               {**{k: v for k, v in params.items() if k != "fused_seeds"}},
+                               synthetic.epoch_metrics(params, 0.8, 3), trial_id="ffff0001")
+    recs = read_study_trials(str(tmp_path / "s"))["ce_sym0.6__eval"]
+    assert [r.status() for r in recs] == ["finished"]
