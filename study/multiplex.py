@@ -40,11 +40,12 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
 from .live import find
+from .spec.keys import PHASES
 from .trials import EXPERIMENT_KEY, TrialRecord
 
 logger = logging.getLogger(__name__)
 
-PHASE_ORDER = {"search": 0, "evaluation": 1, "sweep": 2}
+PHASE_ORDER = {phase: i for i, phase in enumerate(PHASES)}  # searches first
 
 
 class StudyHooks(Protocol):
@@ -98,14 +99,14 @@ def merge(base: Dict[str, Any], update: Dict[str, Any]) -> Dict[str, Any]:
 
 class StudySearcher(Searcher):
     def __init__(self, study_dir: str, plans: List[Plan], *, max_concurrent: Optional[int] = None,
-                 max_active: Optional[int] = None, hooks: Optional[StudyHooks] = None):
+                 max_experiments: Optional[int] = None, hooks: Optional[StudyHooks] = None):
         super().__init__(metric=None, mode=None)
         self.study_dir = study_dir
         self._driver = hooks              # not saved: the live driver (see restore)
         index = {p.name: i for i, p in enumerate(plans)}
         self.plans = sorted(plans, key=lambda p: (PHASE_ORDER[p.phase], index[p.name]))
         self.max_concurrent = max_concurrent
-        self.max_active = max_active      # experiments at once (1: one after another)
+        self.max_experiments = max_experiments      # experiments at once (1: one after another)
         self._subs: Dict[str, Searcher] = {}
         self._of: Dict[str, str] = {}     # trial id -> experiment name
         self.restored = False             # by restore(), from a saved state
@@ -163,7 +164,7 @@ class StudySearcher(Searcher):
                 continue
             if p.cap and len(p.live) >= p.cap:
                 continue
-            if self.max_active and p.name not in active and len(active) >= self.max_active:
+            if self.max_experiments and p.name not in active and len(active) >= self.max_experiments:
                 continue
             cfg = self._sub(p).suggest(trial_id)
             if cfg is None or cfg == Searcher.FINISHED:

@@ -194,7 +194,7 @@ class StudyRunner:
             e.fresh_start()
         plans = [Plan(n.name, n.phase, n.trials, n.needs, n.cap) for n in self.nodes]
         searcher = StudySearcher(self.dir, plans, max_concurrent=self.max_concurrent,
-                                 max_active=self.max_experiments, hooks=self)
+                                 max_experiments=self.max_experiments, hooks=self)
         self.searcher = searcher
         asha = {name: a for name, e in self.experiments.items() if (a := e.asha())}
         return tune.Tuner(
@@ -232,7 +232,7 @@ class StudyRunner:
     def attach(self, searcher: StudySearcher) -> None:
         self.searcher = searcher
         # a restored searcher has the caps of the run that saved it: this run's apply
-        searcher.max_concurrent, searcher.max_active = self.max_concurrent, self.max_experiments
+        searcher.max_concurrent, searcher.max_experiments = self.max_concurrent, self.max_experiments
         self.record_missed_ends()
 
     def record_missed_ends(self) -> None:

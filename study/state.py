@@ -13,12 +13,11 @@
   ``<cell>__eval`` or ``sweep_<param>__<cell>`` (Tune's ``params.json`` and ``result.json``,
   the checkpoints, and ``run/``: the lci run's own files).
 
-Every change of the state goes through one lock and is written at once.
+Every change of the state is written at once, whole (temporary file, then rename).
 """
 from __future__ import annotations
 
 import json
-import threading
 from typing import Any, Dict, List, Optional, Tuple
 
 from lci.errors import LCIError
@@ -95,7 +94,6 @@ class StudyState:
 
     def __init__(self, study_dir: str):
         self.dir = study_dir
-        self._lock = threading.Lock()
         self.data: Dict[str, Any] = {"experiments": {}, "best": {}}
 
     def path(self, *parts: str) -> str:
@@ -148,8 +146,7 @@ class StudyState:
         self.save()
 
     def save(self) -> None:
-        with self._lock:
-            storage.write_json(self.path(STATE_FILE), self.data)
+        storage.write_json(self.path(STATE_FILE), self.data)
 
     def write_summary(self, summary: Dict[str, Any]) -> None:
         storage.write_json(self.path(SUMMARY_FILE), summary)
@@ -163,17 +160,15 @@ class StudyState:
         return name in self.data["experiments"]
 
     def set_experiment(self, name: str, **info: Any) -> None:
-        with self._lock:
-            self.data["experiments"][name] = info
+        self.data["experiments"][name] = info
         self.save()
 
     def best(self, cell_id: str) -> Optional[Dict[str, Any]]:
         return self.data["best"].get(cell_id)
 
     def set_best(self, cell_id: str, best: Optional[Dict[str, Any]]) -> None:
-        with self._lock:
-            if best is None:
-                self.data["best"].pop(cell_id, None)
-            else:
-                self.data["best"][cell_id] = best
+        if best is None:
+            self.data["best"].pop(cell_id, None)
+        else:
+            self.data["best"][cell_id] = best
         self.save()

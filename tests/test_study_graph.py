@@ -109,7 +109,7 @@ def test_caps_study_wide_per_search_and_one_experiment_at_a_time(tmp_path):
     _complete(mux, "a0", got[0])
     assert mux.suggest("a10") is not None and mux.suggest("a11") is None
 
-    one, _ = _mux(spec, tmp_path / "one", max_active=1)
+    one, _ = _mux(spec, tmp_path / "one", max_experiments=1)
     first = [one.suggest(f"b{i}") for i in range(6)]
     assert len({c["experiment"] for c in first[:5]}) == 1 and first[5] is None
     for i in range(5):
