@@ -27,8 +27,8 @@ from lci.errors import FAILED_KEY, RECURRING_ERRORS
 from lci.fused import FusedTrainer
 from lci.names import FUSED_KEY, MEMBERS_LIVE_KEY, fused_member_folder
 
-from .lci_trainable import (CHECKPOINT_FILE, _check_gpus_visible, _cpu_share,
-                            _publish_run_files, _write_error, split_config)
+from .trial import (CHECKPOINT_FILE, check_gpus_visible, cpu_share, publish_run_files,
+                    split_config, write_error)
 
 
 class _MemberFolders:
@@ -61,10 +61,10 @@ class _MemberFolders:
             reason = trainer.failed.get(i)
             if reason is not None:
                 lines.append({FAILED_KEY: reason, "epoch": m.epoch, "trial_id": tid})
-                _write_error(reason, path)
+                write_error(reason, path)
             self._write(path, "result.json", "".join(json.dumps(l) + "\n" for l in lines))
             if final is not None and m.writer is not None:
-                _publish_run_files(m.writer.out_dir, path)
+                publish_run_files(m.writer.out_dir, path)
 
 
 def _report(trainer: FusedTrainer, metrics: List[Optional[dict]]) -> Dict[str, Any]:
@@ -86,9 +86,9 @@ def train_fused(config: Dict[str, Any]) -> None:
     try:
         cfg, extras = split_config(config)
         seeds = [int(s) for s in extras[FUSED_KEY]]
-        _check_gpus_visible(cfg)
+        check_gpus_visible(cfg)
         if cfg.threads == 0:
-            cfg = cfg.replace(threads=_cpu_share())
+            cfg = cfg.replace(threads=cpu_share())
         folders = _MemberFolders(config, seeds)
         trainer = FusedTrainer([cfg.replace(seed=s) for s in seeds],
                                out_dirs=[os.path.join(root, f"s{s}") for s in seeds])
@@ -111,7 +111,7 @@ def train_fused(config: Dict[str, Any]) -> None:
                         checkpoint=tune.Checkpoint.from_directory(ckpt_dir) if due else None)
     except RECURRING_ERRORS as e:
         reason = f"{type(e).__name__}: {e}"
-        _write_error(reason)
+        write_error(reason)
         tune.report({FAILED_KEY: reason, "epoch": trainer.epoch if trainer is not None else 0})
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -17,47 +17,21 @@ the object store does not pin a copy per data set for the whole study.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import shutil
-import socket
 import tempfile
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Optional
 
 from ray import tune
 
 from lci.config import TrainConfig
-from lci.errors import FAILED_KEY, RECURRING_ERRORS, LCIError
+from lci.errors import FAILED_KEY, RECURRING_ERRORS
 from lci.fitloop import train_loop
 from lci.names import FUSED_KEY
 from lci.trainer import Trainer
 
-#: Config keys a study adds to every trial besides the TrainConfig fields. They label the trial
-#: in ``params.json`` (for analysis/) and are stripped before ``TrainConfig.from_dict``;
-#: ``fused_seeds`` makes the trial train those seeds as one fused network.
-TRIAL_EXTRA_KEYS = ("cell", "phase", "study", "experiment", FUSED_KEY)
-CHECKPOINT_FILE = "checkpoint.pt"
-
-
-def split_config(config: Mapping[str, Any]) -> Tuple[TrainConfig, Dict[str, Any]]:
-    """A trial config -> (TrainConfig, the extra keys). Tune's own ``__trial_index__`` style
-    keys and the study's labels are extras; anything else must be a TrainConfig field."""
-    fields = set(TrainConfig.field_names())
-    extras = {k: v for k, v in config.items()
-              if k not in fields and (k in TRIAL_EXTRA_KEYS or k.startswith("__"))}
-    train = {k: v for k, v in config.items() if k not in extras}
-    return TrainConfig.from_dict(train), extras
-
-
-def _cpu_share() -> int:
-    """Whole CPUs this trial asked for (at least 1): the torch thread count."""
-    try:
-        bundles = tune.get_context().get_trial_resources().bundles
-        cpus = sum(b.get("CPU", 0) for b in bundles)
-    except Exception:  # not inside a Tune trial (direct call in a test)
-        return 0
-    return max(1, int(math.floor(cpus))) if cpus else 1
-
+from .trial import (CHECKPOINT_FILE, check_gpus_visible, cpu_share, publish_run_files,
+                    split_config, write_error)
 
 def train_lci(config: Dict[str, Any]) -> None:
     """Tune function trainable: train one lci run, reporting every epoch (or, for a config
@@ -74,10 +48,10 @@ def train_lci(config: Dict[str, Any]) -> None:
     trainer = None
     try:
         cfg, _ = split_config(config)
-        _check_gpus_visible(cfg)
+        check_gpus_visible(cfg)
         if cfg.threads == 0:
             # the trial's CPU share; a study sets `threads` itself, this covers direct Tuner use
-            cfg = cfg.replace(threads=_cpu_share())
+            cfg = cfg.replace(threads=cpu_share())
         checkpoint = tune.get_checkpoint()
         if checkpoint is None and _replay_finished_run(cfg):
             return
@@ -93,7 +67,7 @@ def train_lci(config: Dict[str, Any]) -> None:
         def report(tr: Trainer, metrics: Dict[str, float], final: Optional[Dict[str, Any]],
                    saved: bool) -> None:
             if final is not None:  # the last report: final extras and the full run folder
-                _publish_run_files(run_dir)
+                publish_run_files(run_dir)
                 metrics = {**final, **metrics}
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(run_dir)
                         if saved else None)
@@ -103,77 +77,10 @@ def train_lci(config: Dict[str, Any]) -> None:
         # bad input or divergence: a retry would fail the same way, so the trial ends here,
         # with its reason in error.txt and in its last result (study.trials reads both)
         reason = f"{type(e).__name__}: {e}"
-        _write_error(reason)
+        write_error(reason)
         tune.report({FAILED_KEY: reason, "epoch": trainer.epoch if trainer is not None else 0})
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
-
-
-def _check_gpus_visible(cfg: TrainConfig) -> None:
-    """A trial that Ray gave GPUs must see them in torch; otherwise it would silently train on
-    the CPU (a container started without the NVIDIA runtime's variables, a CPU-only torch).
-    That recurs on every retry on that node, so it is an :class:`LCIError`: the trial ends at
-    once with one line naming the node."""
-    import ray
-
-    if cfg.device == "cpu":
-        return
-    try:
-        gpu_ids = ray.get_gpu_ids()
-    except Exception:  # not inside a Ray worker (a direct call in a test)
-        return
-    if not gpu_ids:
-        return
-    import torch
-
-    if torch.cuda.is_available():
-        return
-    raise LCIError(
-        f"node {socket.gethostname()} ({ray.util.get_node_ip_address()}): Ray gave this trial "
-        f"GPU {', '.join(map(str, gpu_ids))} but torch sees no CUDA device "
-        f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}, "
-        f"NVIDIA_VISIBLE_DEVICES={os.environ.get('NVIDIA_VISIBLE_DEVICES')!r}, torch "
-        f"{torch.__version__} built for CUDA {torch.version.cuda}); expose the node's GPUs to "
-        "its container, or set resources.gpu: 0")
-
-
-def _write_error(reason: str, trial_path: Optional[str] = None) -> None:
-    """The one-line reason into ``<trial folder>/error.txt`` in the experiment storage
-    (``trial_path``: another trial folder than this trial's, a fused seed's)."""
-    try:
-        st = tune.get_context().get_storage()
-        path = f"{trial_path or st.trial_fs_path}/error.txt"
-        with st.storage_filesystem.open_output_stream(path) as fh:
-            fh.write((reason + "\n").encode())
-    except Exception as e:  # the reason still reaches the driver in the last result
-        import warnings
-
-        warnings.warn(f"could not write error.txt: {e}")
-
-
-RUN_FILES = ("config.json", "history.csv", "result.json", "label_issues.csv")
-
-
-def _publish_run_files(run_dir: str, trial_path: Optional[str] = None) -> None:
-    """Copy the run's files (not the checkpoint) to ``<trial folder>/run/`` in the experiment
-    storage, where analysis/ looks for ``label_issues.csv`` (``trial_path``: another trial
-    folder than this trial's, a fused seed's). The final checkpoint holds the same files;
-    this copy is a convenience, so a failure here only warns."""
-    try:
-        import pyarrow.fs
-
-        st = tune.get_context().get_storage()
-        dest = f"{trial_path or st.trial_fs_path}/run"
-        st.storage_filesystem.create_dir(dest, recursive=True)
-        for name in RUN_FILES:
-            src = os.path.join(run_dir, name)
-            if os.path.exists(src):
-                pyarrow.fs.copy_files(src, f"{dest}/{name}",
-                                      destination_filesystem=st.storage_filesystem)
-    except Exception as e:  # a Ray API change or a storage hiccup must not fail the trial
-        import warnings
-
-        warnings.warn(f"could not copy the run files to the trial folder: {e}")
 
 
 def _replay_finished_run(cfg: TrainConfig) -> bool:
