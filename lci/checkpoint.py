@@ -50,6 +50,16 @@ def load(path: str) -> Dict[str, Any]:
     return obj
 
 
+def load_into(target: Any, path: str, what: str) -> None:
+    """``target.load_state_dict(<checkpoint at path>)``; a checkpoint whose tensors or keys do
+    not fit ``target`` (``what``: "this run", "these fused runs") is a CheckpointError."""
+    try:
+        target.load_state_dict(load(path), source=path)
+    except (KeyError, RuntimeError) as e:
+        raise CheckpointError(f"checkpoint {path!r} does not fit {what} "
+                              f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+
+
 def check_config(saved: Dict[str, Any], current: Dict[str, Any], path: str) -> None:
     """A resumed run must be the same run: refuse when a result-changing key differs."""
     saved = {**{k: v for k, v in ADDED_KEYS.items() if k not in saved}, **saved}

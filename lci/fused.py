@@ -274,8 +274,4 @@ class FusedTrainer:
         return path
 
     def load_checkpoint(self, path: str) -> None:
-        try:
-            self.load_state_dict(ckpt.load(path), source=path)
-        except (KeyError, RuntimeError) as e:
-            raise CheckpointError(f"checkpoint {path!r} does not fit these fused runs "
-                                  f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+        ckpt.load_into(self, path, "these fused runs")

@@ -431,9 +431,4 @@ class Trainer:
         return path
 
     def load_checkpoint(self, path: str) -> None:
-        try:
-            self.load_state_dict(ckpt.load(path), source=path)
-        except (KeyError, RuntimeError) as e:
-            from .errors import CheckpointError
-            raise CheckpointError(f"checkpoint {path!r} does not fit this run "
-                                  f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+        ckpt.load_into(self, path, "this run")
