@@ -3,8 +3,8 @@
 # Ray and this project, so a node starts by pulling one image instead of pip-installing
 # several GB of CUDA libraries.
 #
-#   docker build -t YOUR-REGISTRY/lci-study:0.3.0-torch2.14.1-ray2.60.0 .
-#   docker push YOUR-REGISTRY/lci-study:0.3.0-torch2.14.1-ray2.60.0
+#   docker build -t YOUR-REGISTRY/lci-study:0.4.0-torch2.14.1-ray2.60.0 .
+#   docker push YOUR-REGISTRY/lci-study:0.4.0-torch2.14.1-ray2.60.0
 #
 # The tag names the pinned versions; cluster.yaml and deploy/kuberay/*.yaml use the same one
 # (tests/test_cluster.py checks that they agree with each other and with this file).
