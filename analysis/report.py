@@ -29,7 +29,7 @@ _SECTIONS = [  # (heading, figure function, what it shows)
     ("Figure 4 — sensitivity to m", "sensitivity",
      "Test accuracy against the shift m of the confidence mapping, mean ± std over seeds, with "
      "CE and GCE levels where present."),
-    ("Optuna searches", "search",
+    ("Optuna searches", "searches",
      "Validation accuracy (noisy labels) of each search trial in order of start with the running "
      "best, and the importance of each searched parameter."),
     ("Label confidence of clean and noisy samples", "confidence",
@@ -155,7 +155,7 @@ def report(experiment_dirs: Paths, out_dir: Optional[Union[str, os.PathLike]] = 
         "memorisation": memorisation_curves(hist),
         "curves": training_curves(hist),
         "sensitivity": sensitivity(runs),
-        "search": search_history(runs),
+        "searches": search_history(runs),
         "confidence": confidence_histograms(runs),
     }
     written: Dict[str, List[str]] = {}
