@@ -86,19 +86,11 @@ def discover(paths: Paths) -> List[Source]:
         for dirpath, dirnames, filenames in os.walk(root):
             files = set(filenames)
             folder = Path(dirpath)
-            kind, record = None, None
             if "params.json" in files:
-                record = read_trial(str(folder))
-                if record is None:  # a fused trial's own folder: its seeds' trials are beside it
-                    dirnames[:] = []
-                    continue
-                if record.torn:
-                    warnings.warn(f"cannot read {folder / 'params.json'}: empty or cut short "
-                                  "(an incomplete trial)", stacklevel=2)
                 kind = TUNE
             elif "config.json" in files and "history.csv" in files:
                 kind = RUN
-            if kind is None:
+            else:
                 dirnames[:] = sorted(d for d in dirnames
                                      if not CHECKPOINT_DIR.match(d) and not d.startswith(".")
                                      and d != "__pycache__")
@@ -108,6 +100,12 @@ def discover(paths: Paths) -> List[Source]:
             if real in seen:
                 continue
             seen.add(real)
+            record = read_trial(str(folder)) if kind == TUNE else None
+            if kind == TUNE and record is None:
+                continue  # a fused trial's own folder: its seeds' trials are beside it
+            if record is not None and record.torn:
+                warnings.warn(f"cannot read {folder / 'params.json'}: empty or cut short "
+                              "(an incomplete trial)", stacklevel=2)
             sdir = _find_study(folder, study_cache)
             if sdir is not None and sdir not in studies:
                 spec = read_json(sdir / "study.json")
