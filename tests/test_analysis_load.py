@@ -177,3 +177,19 @@ def test_auto_fields_resolved_from_latest_checkpoint(tmp_path):
     r = analysis.load(tmp_path).iloc[0]
     assert (r.epochs, r.lr) == (4, 0.1)
     assert r.status == "incomplete" and r.epochs_done == 3
+
+
+def test_fused_trial_folder_is_skipped_and_its_seeds_read(tmp_path):
+    """A fused trial's own folder holds its checkpoint, not a run: study.trials skips it (and
+    what is below it), so analysis/ counts the seeds' folders beside it, once each."""
+    from lci.names import FUSED_KEY, fused_member_folder
+
+    cfg = dict(BASE_CONFIG, epochs=2, cell="c", phase="evaluation")
+    box = write_tune_trial(tmp_path / "trials", "c__eval-f0", {**cfg, FUSED_KEY: [0, 1]},
+                           epoch_metrics(cfg, 0.8))
+    for s in (0, 1):
+        write_tune_trial(tmp_path / "trials", fused_member_folder(box.name, s),
+                         dict(cfg, seed=s), epoch_metrics(cfg, 0.8 + 0.01 * s))
+    r = analysis.load(tmp_path).sort_values("seed")
+    assert r.seed.tolist() == [0, 1] and set(r.status) == {"finished"}
+    assert not r.path.str.endswith("c__eval-f0").any()
