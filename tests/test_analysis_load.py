@@ -193,3 +193,16 @@ def test_fused_trial_folder_is_skipped_and_its_seeds_read(tmp_path):
     r = analysis.load(tmp_path).sort_values("seed")
     assert r.seed.tolist() == [0, 1] and set(r.status) == {"finished"}
     assert not r.path.str.endswith("c__eval-f0").any()
+
+
+def test_run_folder_in_the_study_words(tmp_path):
+    """An lci train run folder gets the study's status words: failed with the last line of
+    its error.txt, incomplete without result.json, finished with it."""
+    cfg = dict(BASE_CONFIG, dataset="digits", seed=0, epochs=4)
+    d = write_run(tmp_path / "a", cfg, epoch_metrics(cfg, 0.5, 2), finished=False)
+    (d / "error.txt").write_text("Traceback ...\nDivergenceError: loss is nan at epoch 3\n")
+    write_run(tmp_path / "b", dict(cfg, seed=1), epoch_metrics(cfg, 0.5, 2), finished=False)
+    write_run(tmp_path / "c", dict(cfg, seed=2), epoch_metrics(cfg, 0.8))
+    r = analysis.load(tmp_path).set_index("seed")
+    assert r.status.to_dict() == {0: "failed", 1: "incomplete", 2: "finished"}
+    assert r.error[0] == "DivergenceError: loss is nan at epoch 3" and r.error.iloc[1:].isna().all()
