@@ -12,7 +12,8 @@ from .figures import (auroc, confidence_histograms, memorisation_curves, save_fi
                       search_history, sensitivity, spearman_importances, training_curves)
 from lci.names import normalize_noise, setting_id
 
-from .frames import NoRunsFound, discover, history, load
+from .folders import discover
+from .frames import NoRunsFound, history, load
 from .paper import PAPER, method_label, paper_value, setting_label
 from .report import report
 from .stats import aggregate, summarize, t_quantile

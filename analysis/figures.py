@@ -20,12 +20,14 @@ from matplotlib.figure import Figure
 
 from lci.names import LCI_METHODS, default_cell
 
-from .frames import RUNTIME_KEYS
+from study.phases import SEARCH, SWEEP
+from study.trials import FINISHED
+
+from .frames import FINAL_PHASES, RUNTIME_KEYS
 from .paper import dataset_label, method_label, setting_label
 from .stats import CELL_KEYS, aggregate
 from .tables import percent_scale
 
-CURVE_PHASES = ("evaluation", "run")
 COLORS = {"theta_star": "#1f77b4", "theta": "#d62728", "clean": "#2ca02c", "noisy": "#ff7f0e",
           "ce": "#7f7f7f", "gce": "#9467bd"}
 
@@ -62,8 +64,8 @@ def _describe(row) -> str:
 
 def _ok(df: pd.DataFrame) -> pd.DataFrame:
     """Finished trials only, unless none has finished (then all, to show something)."""
-    if "status" in df.columns and (df["status"] == "ok").any():
-        return df[df["status"] == "ok"]
+    if "status" in df.columns and (df["status"] == FINISHED).any():
+        return df[df["status"] == FINISHED]
     return df
 
 
@@ -107,7 +109,7 @@ def training_curves(
     hist: pd.DataFrame,
     *,
     methods: Optional[Sequence[str]] = LCI_METHODS,
-    phases: Sequence[str] = CURVE_PHASES,
+    phases: Sequence[str] = FINAL_PHASES,
 ) -> Dict[str, Figure]:
     """Figure 3: per-epoch test, clean-train and noisy-train accuracy of θ* (solid) and θ
     (dashed), mean ± std over the seeds of each cell. ``methods=None`` for every method."""
@@ -153,7 +155,7 @@ def memorisation_curves(
     hist: pd.DataFrame,
     *,
     metric: str = "test_acc",
-    phases: Sequence[str] = CURVE_PHASES,
+    phases: Sequence[str] = FINAL_PHASES,
 ) -> Dict[str, Figure]:
     """Memorisation: ``metric`` over epochs of every method side by side, mean ± std band
     over seeds, one figure per data set and noise setting that has two methods or more. With
@@ -199,7 +201,7 @@ def _reference(runs: pd.DataFrame, dataset, setting, method: str, metric: str):
     """(mean, std, n) of the best-seeded cell of a baseline at this data set and setting."""
     r = runs[(runs["method"] == method) & (runs["dataset"] == dataset) & (runs["setting"] == setting)]
     if "phase" in r.columns:
-        r = r[r["phase"] != "search"]
+        r = r[r["phase"] != SEARCH]
     if r.empty:
         return None
     a = aggregate(r, metric, phases=None)
@@ -222,8 +224,8 @@ def sensitivity(
     figs: Dict[str, Figure] = {}
     if runs.empty or param not in runs.columns or metric not in runs.columns:
         return figs
-    src = runs[runs["phase"] == "sweep"] if (runs["phase"] == "sweep").any() \
-        else runs[runs["phase"].isin(list(CURVE_PHASES))]
+    src = runs[runs["phase"] == SWEEP] if (runs["phase"] == SWEEP).any() \
+        else runs[runs["phase"].isin(list(FINAL_PHASES))]
     src = src[pd.to_numeric(src[param], errors="coerce").notna()]
     scale = percent_scale(runs[metric])
     gkeys = [k for k in ("study", "dataset", "setting", "method", "robust_loss") if k in src.columns]
@@ -363,7 +365,7 @@ def search_history(runs: pd.DataFrame, *, metric: str = "val_acc") -> Dict[str, 
     figs: Dict[str, Figure] = {}
     if runs.empty or "phase" not in runs.columns:
         return figs
-    s = runs[runs["phase"] == "search"]
+    s = runs[runs["phase"] == SEARCH]
     for _, g in s.groupby([k for k in ("study", "cell") if k in s.columns], dropna=False, sort=True):
         g = g.copy()
         g.attrs = runs.attrs
@@ -372,7 +374,7 @@ def search_history(runs: pd.DataFrame, *, metric: str = "val_acc") -> Dict[str, 
         order = np.arange(1, len(g) + 1)
         y = pd.to_numeric(g[metric], errors="coerce") if metric in g.columns else pd.Series(np.nan, index=g.index)
         scale = percent_scale(y)
-        ok = (g["status"] == "ok").to_numpy() if "status" in g.columns else np.ones(len(g), bool)
+        ok = (g["status"] == FINISHED).to_numpy() if "status" in g.columns else np.ones(len(g), bool)
         first = g.iloc[0]
         fig = Figure(figsize=(12, 4.2), layout="constrained")
         ax, bx = fig.subplots(1, 2, width_ratios=[1.6, 1])
@@ -434,7 +436,7 @@ def _bool(s: pd.Series) -> pd.Series:
 def confidence_histograms(
     runs: pd.DataFrame,
     *,
-    phases: Sequence[str] = CURVE_PHASES,
+    phases: Sequence[str] = FINAL_PHASES,
     bins: int = 40,
 ) -> Dict[str, Figure]:
     """Histograms of the label confidence C of clean and noisy training samples, pooled over

@@ -1,17 +1,16 @@
-"""Experiment folders → tidy pandas frames.
+"""Trial and run folders (found by :mod:`analysis.folders`) -> tidy pandas frames.
 
-Two kinds of folders are read, wherever they sit under the given paths:
+- a **Tune trial** is read through :mod:`study.trials` (the study's one reader): its config
+  (``params.json``, plus our keys ``cell``, ``phase`` and maybe ``study``), its results (the
+  lines of ``result.json``; the last one is the final result) and its status. The latest
+  ``checkpoint_NNNNNN/`` folder, which our trainable fills with the run folder, supplies the
+  resolved values of ``"auto"`` config keys and ``label_issues.csv``.
+- an **``lci train``** run folder: ``config.json``, ``history.csv``, ``result.json`` (a plain
+  JSON dict of final metrics, written when the run ends) and optional ``meta.json`` with
+  ``phase``, ``cell``, ``study``.
 
-- a **Tune trial** folder: any folder with ``params.json`` (the trial config, plus our keys
-  ``cell``, ``phase`` and maybe ``study``) and ``result.json`` (JSON lines, one object per
-  ``tune.report``; the last line is the final result). ``error.txt`` marks a failed trial.
-  The latest ``checkpoint_NNNNNN/`` folder, which our trainable fills with the run folder,
-  supplies the resolved values of ``"auto"`` config keys and ``label_issues.csv``.
-  A ``study.json`` one to four levels up gives the study name, the seeds it asked for and
-  the searched parameters.
-- an **``lci train``** run folder: any folder with ``config.json`` and ``history.csv``
-  (``result.json`` a plain JSON dict of final metrics; optional ``meta.json`` with
-  ``phase``, ``cell``, ``study``).
+Both get the study's status vocabulary (:mod:`study.trials`): ``finished``, ``failed``,
+``stopped`` or ``incomplete``.
 
 :func:`load` gives one row per trial or run, :func:`history` one row per epoch. Both carry
 the identity columns (``study, cell, phase, seed, status, ...``), the flattened config
@@ -22,22 +21,19 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import re
-import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
 
-from lci.names import default_cell, is_fused_container, setting_id
+from lci.names import default_cell, setting_id
+from study.phases import EVALUATION, SEARCH, SWEEP
+from study.trials import ERROR_FILE, FAILED, FINISHED, INCOMPLETE, TrialRecord, failure_reason
 
-from .files import _error_reason, _read_json, _read_json_records, _tune_status
-
-PathLike = Union[str, "os.PathLike[str]"]
-Paths = Union[PathLike, Sequence[PathLike]]
+from .folders import (RUN, TUNE, Paths, Source, checkpoints, discover, find_label_issues,
+                      read_json)
 
 # ------------------------------------------------------------------------------ names
 #: Tune's own keys in ``result.json``; dropped, except the ones in ``TUNE_KEPT``.
@@ -65,12 +61,15 @@ ID_COLUMNS = [
     "robust_loss", "path", "study_dir", "label_issues",
 ]
 
-PHASES = ("search", "evaluation", "sweep", "run")
-PHASE_ALIASES = {"eval": "evaluation", "evaluate": "evaluation", "final": "evaluation",
-                 "tune": "search", "hpo": "search"}
-
-_CHECKPOINT_DIR = re.compile(r"^checkpoint[_-]")
-_CHECKPOINT_NUM = re.compile(r"^checkpoint_(\d+)$")
+#: The phase of an ``lci train`` run that no study started (not a study phase).
+RUN_PHASE = "run"
+#: Phases whose trials train a cell's final configuration, one per seed (tables, curves).
+FINAL_PHASES = (EVALUATION, RUN_PHASE)
+#: Phases whose trials are repeated seeds of one configuration (search trials are not).
+SEEDED_PHASES = (EVALUATION, SWEEP, RUN_PHASE)
+#: Other spellings of a phase in records written by hand or by other tools.
+PHASE_ALIASES = {"eval": EVALUATION, "evaluate": EVALUATION, "final": EVALUATION,
+                 "tune": SEARCH, "hpo": SEARCH}
 
 
 class NoRunsFound(ValueError):
@@ -120,112 +119,14 @@ def _as_int(v: Any) -> Optional[int]:
     return int(f) if math.isfinite(f) else None
 
 
-# ------------------------------------------------------------------------------ discovery
-@dataclass
-class Source:
-    """One trial or run folder and what its study says about it."""
-    path: Path
-    kind: str                                   # "tune" or "run"
-    study_dir: Optional[Path] = None
-    study: Dict[str, Any] = field(default_factory=dict)
-
-
-def _find_study(folder: Path, cache: Dict[Path, Optional[Path]]) -> Optional[Path]:
-    """The nearest ``study.json`` in the folder or up to four levels above it."""
-    p = folder
-    for _ in range(5):
-        if p in cache:
-            return cache[p]
-        if (p / "study.json").is_file():
-            cache[p] = p
-            return p
-        if p.parent == p:
-            break
-        p = p.parent
-    cache[folder] = None
-    return None
-
-
-def discover(paths: Paths) -> List[Source]:
-    """Every Tune trial folder and ``lci train`` run folder under ``paths`` (recursive).
-
-    ``checkpoint_*`` folders are skipped, and nothing below a trial or run folder is searched,
-    so a run written inside a trial folder is not counted twice.
-    """
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
-    study_cache: Dict[Path, Optional[Path]] = {}
-    studies: Dict[Path, Dict[str, Any]] = {}
-    seen = set()
-    sources: List[Source] = []
-    for root in paths:
-        root = Path(root)
-        if not root.exists():
-            raise FileNotFoundError(f"no such experiment folder: {root}")
-        for dirpath, dirnames, filenames in os.walk(root):
-            files = set(filenames)
-            folder = Path(dirpath)
-            kind = None
-            if "params.json" in files:
-                params = _read_json(folder / "params.json")
-                if isinstance(params, dict) and is_fused_container(params):
-                    # a fused trial's own folder holds only its checkpoint: its seeds' runs
-                    # are trial folders beside it
-                    dirnames[:] = []
-                    continue
-                kind = "tune"
-            elif "config.json" in files and "history.csv" in files:
-                kind = "run"
-            if kind is None:
-                dirnames[:] = sorted(d for d in dirnames
-                                     if not _CHECKPOINT_DIR.match(d) and not d.startswith(".")
-                                     and d != "__pycache__")
-                continue
-            dirnames[:] = []
-            real = folder.resolve()
-            if real in seen:
-                continue
-            seen.add(real)
-            sdir = _find_study(folder, study_cache)
-            if sdir is not None and sdir not in studies:
-                spec = _read_json(sdir / "study.json")
-                studies[sdir] = spec if isinstance(spec, dict) else {}
-            sources.append(Source(folder, kind, sdir, studies.get(sdir, {}) if sdir else {}))
-    return sources
-
-
-def _checkpoints(folder: Path) -> List[Path]:
-    """The trial's ``checkpoint_NNNNNN`` folders, latest first."""
-    found = []
-    for sub in folder.iterdir():
-        m = _CHECKPOINT_NUM.match(sub.name)
-        if m and sub.is_dir():
-            found.append((int(m.group(1)), sub))
-    return [p for _, p in sorted(found, reverse=True)]
-
-
-def _find_label_issues(folder: Path, checkpoints: Sequence[Path] = ()) -> Optional[str]:
-    """``label_issues.csv`` of the run: in the folder, in its latest checkpoint (our trainable
-    uploads the run folder as the checkpoint), or one level down."""
-    p = folder / "label_issues.csv"
-    if p.is_file():
-        return str(p)
-    for ck in checkpoints:
-        if (ck / "label_issues.csv").is_file():
-            return str(ck / "label_issues.csv")
-    for sub in sorted(folder.iterdir()):
-        if sub.is_dir() and not _CHECKPOINT_DIR.match(sub.name) and (sub / "label_issues.csv").is_file():
-            return str(sub / "label_issues.csv")
-    return None
-
-
+# ------------------------------------------------------------------------------ identity
 def _n_expected(study: Mapping[str, Any], cell: Optional[str], phase: str) -> float:
     """Seeds the study asked for in this cell and phase (NaN for searches and unknown)."""
-    if phase == "search" or not study:
+    if phase == SEARCH or not study:
         return float("nan")
     n = study.get("seeds")
-    if phase == "sweep" and isinstance(study.get("sweep"), Mapping) and "seeds" in study["sweep"]:
-        n = study["sweep"]["seeds"]
+    if phase == SWEEP and isinstance(study.get(SWEEP), Mapping) and "seeds" in study[SWEEP]:
+        n = study[SWEEP]["seeds"]
     for c in study.get("cells") or []:
         if isinstance(c, Mapping) and c.get("id") == cell and "seeds" in c:
             n = c["seeds"]
@@ -236,13 +137,15 @@ def _n_expected(study: Mapping[str, Any], cell: Optional[str], phase: str) -> fl
 
 
 def _phase_from_name(name: str) -> Optional[str]:
+    """The phase an experiment folder's name says (``<cell>__search``, ``<cell>__eval``,
+    ``sweep_<param>__<cell>``), for trials whose config does not."""
     low = name.lower()
-    if low.startswith("sweep") or "__sweep" in low:
-        return "sweep"
-    if low.endswith("search"):
-        return "search"
-    if low.endswith("eval") or low.endswith("evaluation"):
-        return "evaluation"
+    if low.startswith(SWEEP) or f"__{SWEEP}" in low:
+        return SWEEP
+    if low.endswith(SEARCH):
+        return SEARCH
+    if low.endswith("eval") or low.endswith(EVALUATION):
+        return EVALUATION
     return None
 
 
@@ -284,23 +187,58 @@ def _best(epochs: pd.DataFrame) -> Dict[str, Any]:
     return out
 
 
+def _failure(rec_last: Mapping[str, Any], error_text: Optional[str]) -> str:
+    return failure_reason(rec_last, error_text) or f"failed (empty {ERROR_FILE})"
+
+
+def _trial_status(rec: TrialRecord, n_epochs: Optional[int],
+                  n_done: int) -> Tuple[str, Optional[str]]:
+    """(status, error) of a Tune trial by the study's definition (:meth:`TrialRecord.status`),
+    against ``n_epochs`` (its config's epochs, resolved from its checkpoint when "auto");
+    ``error`` is the one-line reason of a failure, also of one Tune recovered from."""
+    planned = n_epochs if n_epochs is not None else rec.planned_epochs()
+    status = rec.status(planned)
+    error = _failure(rec.last, rec.error_text) \
+        if rec.error_text is not None or status == FAILED else None
+    if status == INCOMPLETE and planned is None and n_done and not rec.torn:
+        status = FINISHED  # results, and no planned epochs to hold them against
+    return status, error
+
+
+def _run_status(folder: Path, result: Any, n_epochs: Optional[int],
+                n_done: int) -> Tuple[str, Optional[str]]:
+    """(status, error) of an ``lci train`` run folder in the study's words: *finished* once it
+    wrote ``result.json`` (or its history holds every epoch), *failed* when it wrote an
+    ``error.txt`` instead, else *incomplete* (still running, or interrupted)."""
+    error_file = folder / ERROR_FILE
+    error = None
+    if error_file.is_file():
+        try:
+            error = _failure({}, error_file.read_text(errors="replace"))
+        except OSError:
+            error = f"{ERROR_FILE} unreadable"
+    if error is not None and result is None:
+        return FAILED, error
+    if result is not None or (n_epochs is not None and n_done >= n_epochs):
+        return FINISHED, error
+    return INCOMPLETE, error
+
+
 def _read_tune_trial(src: Source) -> _Trial:
-    folder = src.path
-    params = _read_json(folder / "params.json")
-    params = params if isinstance(params, dict) else {}
-    records = _read_json_records(folder / "result.json")
+    folder, rec = src.path, src.record
+    records = [r for r in rec.results() if isinstance(r, dict)]
+    params = {} if rec.torn else dict(rec.config)
     if not params and records and isinstance(records[0].get("config"), dict):
-        params = records[0]["config"]
-    params = dict(params)
-    phase = _norm_phase(params.pop("phase", None)) or _phase_from_name(folder.parent.name) or "search"
+        params = dict(records[0]["config"])  # a torn params.json: Tune's copy in the results
+    phase = _norm_phase(params.pop("phase", None)) or _phase_from_name(folder.parent.name) or SEARCH
     cell = params.pop("cell", None)
     study_name = params.pop("study", None) or src.study.get("name")
     config = flatten(params)
-    checkpoints = _checkpoints(folder)
-    if checkpoints and (checkpoints[0] / "config.json").is_file():
+    ckpts = checkpoints(folder)
+    if ckpts and (ckpts[0] / "config.json").is_file():
         # the run's resolved config (our trainable uploads its run folder as the checkpoint):
         # fills keys that params.json leaves "auto" (epochs, model, lr, ...)
-        resolved = _read_json(checkpoints[0] / "config.json")
+        resolved = read_json(ckpts[0] / "config.json")
         if isinstance(resolved, dict):
             for k, v in flatten(resolved).items():
                 if k in config and config[k] == "auto":
@@ -316,25 +254,25 @@ def _read_tune_trial(src: Source) -> _Trial:
         final.setdefault(k, v)
     n_done = len(epochs)
     n_epochs = _as_int(config.get("epochs"))
-    status, error = _tune_status(folder, n_epochs, n_done)
+    status, error = _trial_status(rec, n_epochs, n_done)
     ident = dict(
         study=study_name, phase=phase, cell=cell, seed=_as_int(config.get("seed")),
-        status=status, error=error, epochs_done=n_done, kind="tune",
+        status=status, error=error, epochs_done=n_done, kind=TUNE,
         experiment=folder.parent.name,
         trial_id=(records[-1].get("trial_id") if records else None) or folder.name,
         started=records[0].get("timestamp") if records else None,
         n_expected=_n_expected(src.study, cell, phase),
         path=str(folder), study_dir=str(src.study_dir) if src.study_dir else None,
-        label_issues=_find_label_issues(folder, checkpoints),
+        label_issues=find_label_issues(folder, ckpts),
     )
     return _Trial(ident, config, epochs, final)
 
 
 def _read_run(src: Source) -> _Trial:
     folder = src.path
-    cfg = _read_json(folder / "config.json")
+    cfg = read_json(folder / "config.json")
     config = flatten(cfg if isinstance(cfg, dict) else {})
-    meta = _read_json(folder / "meta.json") if (folder / "meta.json").is_file() else {}
+    meta = read_json(folder / "meta.json") if (folder / "meta.json").is_file() else {}
     meta = meta if isinstance(meta, dict) else {}
     try:
         epochs = pd.read_csv(folder / "history.csv")
@@ -344,39 +282,32 @@ def _read_run(src: Source) -> _Trial:
         epochs = epochs.drop_duplicates(subset=["epoch"], keep="last").sort_values("epoch")
     epochs = epochs.reset_index(drop=True)
     result_path = folder / "result.json"
-    result = _read_json(result_path) if result_path.is_file() else None
+    result = read_json(result_path) if result_path.is_file() else None
     final = dict(epochs.iloc[-1].dropna()) if len(epochs) else {}
     if isinstance(result, dict):
         final.update(_scalars(flatten(result)))
     for k, v in _best(epochs).items():       # unless the run reported its own
         final.setdefault(k, v)
-    phase = _norm_phase(meta.get("phase")) or "run"
+    phase = _norm_phase(meta.get("phase")) or RUN_PHASE
     cell = meta.get("cell") or default_cell(config)
     n_done = len(epochs)
     n_epochs = _as_int(config.get("epochs"))
-    error_file = folder / "error.txt"
-    error = _error_reason(error_file) if error_file.is_file() else None
-    if error is not None and result is None:
-        status = "error"
-    elif result is not None or (n_epochs is not None and n_done >= n_epochs):
-        status = "ok"
-    else:
-        status = "incomplete"
+    status, error = _run_status(folder, result, n_epochs, n_done)
     n_exp = meta.get("n_expected", meta.get("seeds"))
     n_exp = _as_int(len(n_exp) if isinstance(n_exp, list) else n_exp)
     ident = dict(
         study=meta.get("study") or src.study.get("name"), phase=phase, cell=cell,
         seed=_as_int(config.get("seed")), status=status, error=error, epochs_done=n_done,
-        kind="run", experiment=folder.parent.name, trial_id=folder.name, started=None,
+        kind=RUN, experiment=folder.parent.name, trial_id=folder.name, started=None,
         n_expected=float(n_exp) if n_exp is not None else _n_expected(src.study, cell, phase),
         path=str(folder), study_dir=str(src.study_dir) if src.study_dir else None,
-        label_issues=_find_label_issues(folder),
+        label_issues=find_label_issues(folder),
     )
     return _Trial(ident, config, epochs, final)
 
 
 def _read(src: Source) -> _Trial:
-    t = _read_tune_trial(src) if src.kind == "tune" else _read_run(src)
+    t = _read_tune_trial(src) if src.kind == TUNE else _read_run(src)
     c = t.config
     t.ident.update(
         config_id=config_id(c), dataset=c.get("dataset"), noise=c.get("noise"),
@@ -412,9 +343,10 @@ def load(paths: Paths) -> pd.DataFrame:
     kind, experiment, trial_id, config_id, n_expected, dataset, noise, setting, method,
     robust_loss, path, study_dir, label_issues``), then the flattened config, then the final
     metrics (the last report) and ``best_test_acc``/``best_robust_test_acc``/``best_val_acc``
-    (maximum over epochs). ``status`` is ``"ok"``, ``"error"`` (``error`` holds the reason) or
-    ``"incomplete"`` (fewer epochs than the config asked for). ``df.attrs["config_columns"]``
-    lists the config columns. An empty frame when nothing is found.
+    (maximum over epochs). ``status`` is the study's (:mod:`study.trials`): ``"finished"``,
+    ``"failed"`` (``error`` holds the reason), ``"stopped"`` or ``"incomplete"`` (fewer epochs
+    than the config asked for, and no error). ``df.attrs["config_columns"]`` lists the config
+    columns. An empty frame when nothing is found.
     """
     trials = _read_all(paths)
     config_cols: List[str] = []

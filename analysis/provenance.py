@@ -12,6 +12,8 @@ from typing import List, Sequence
 
 import pandas as pd
 
+from study.trials import FINISHED
+
 PREFIX = "provenance."
 #: The environment columns of :func:`provenance_table`, in display order.
 ENVIRONMENT = ["python", "torch", "torchvision", "ray", "optuna", "numpy", "cuda", "cudnn",
@@ -86,7 +88,7 @@ def table_runs(runs: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
     wanted = set(map(tuple, cells[keys].astype(str).values.tolist()))
     mask = [tuple(r) in wanted for r in runs[keys].astype(str).values.tolist()]
     sel = runs[mask]
-    return sel[sel["status"] == "ok"] if "status" in sel.columns else sel
+    return sel[sel["status"] == FINISHED] if "status" in sel.columns else sel
 
 
 def _counts(labels: pd.Series) -> str:

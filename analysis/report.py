@@ -8,9 +8,12 @@ from typing import Dict, List, Optional, Union
 
 import pandas as pd
 
+from study.trials import FINISHED
+
 from .figures import (confidence_histograms, memorisation_curves, save_figure, search_history,
                       sensitivity, training_curves)
-from .frames import NoRunsFound, Paths, history, load
+from .folders import Paths
+from .frames import NoRunsFound, history, load
 from .provenance import check_tables, data_table, provenance_table
 from .stats import ALPHA, POWER, aggregate, min_signflip_seeds
 from .tables import MARK_BOTH, MARK_T, Table, table1, table2
@@ -26,7 +29,7 @@ _SECTIONS = [  # (heading, figure function, what it shows)
     ("Figure 4 — sensitivity to m", "sensitivity",
      "Test accuracy against the shift m of the confidence mapping, mean ± std over seeds, with "
      "CE and GCE levels where present."),
-    ("Optuna searches", "search",
+    ("Optuna searches", "searches",
      "Validation accuracy (noisy labels) of each search trial in order of start with the running "
      "best, and the importance of each searched parameter."),
     ("Label confidence of clean and noisy samples", "confidence",
@@ -152,7 +155,7 @@ def report(experiment_dirs: Paths, out_dir: Optional[Union[str, os.PathLike]] = 
         "memorisation": memorisation_curves(hist),
         "curves": training_curves(hist),
         "sensitivity": sensitivity(runs),
-        "search": search_history(runs),
+        "searches": search_history(runs),
         "confidence": confidence_histograms(runs),
     }
     written: Dict[str, List[str]] = {}
@@ -170,7 +173,7 @@ def report(experiment_dirs: Paths, out_dir: Optional[Union[str, os.PathLike]] = 
     md += ["## Trials", "", _md_frame(counts),
            "Files: [runs.csv](runs.csv) (one row per trial), [cells.csv](cells.csv) "
            "(test accuracy aggregated per cell over seeds, with 95% t-intervals).", ""]
-    bad = runs[runs["status"] != "ok"]
+    bad = runs[runs["status"] != FINISHED]
     if len(bad):
         md += ["### Failed and unfinished trials", "",
                _md_frame(bad[["phase", "cell", "seed", "status", "epochs_done", "error", "path"]]), ""]
@@ -179,7 +182,7 @@ def report(experiment_dirs: Paths, out_dir: Optional[Union[str, os.PathLike]] = 
         md += ["### Cells with fewer seeds than asked for", "",
                "These cells are shown with `(n/N)` in the tables; their mean is over the finished "
                "seeds only.", "",
-               _md_frame(short[["phase", "cell", "n", "n_expected", "n_error", "n_incomplete",
+               _md_frame(short[["phase", "cell", "n", "n_expected", "n_failed", "n_incomplete",
                                 "seeds"]]), ""]
     for t in (t1, t2):
         md += [f"## {t.title}", "", t.markdown(),

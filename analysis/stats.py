@@ -3,7 +3,7 @@ paired tests of two methods over the seeds they share (:func:`paired`).
 
 A *cell* is a set of trials that differ only in their seed: the same study, phase, cell id
 and config (``config_id`` hashes the config without the seed and runtime keys). Only trials
-with ``status == "ok"`` count; a cell with fewer of them than the study asked for
+that finished (``status == "finished"``, the study's word: :mod:`study.trials`) count; a cell with fewer of them than the study asked for
 (``n_expected``) gets ``complete = False`` and keeps its ``n`` visible, so it is never read as
 a full five-seed figure.
 """
@@ -18,9 +18,9 @@ import pandas as pd
 
 # the one summary over seeds, shared with the study's end-of-study table; re-exported here
 from study.summary_stats import finite_number, summarize, t_quantile  # noqa: F401
+from study.trials import FAILED, FINISHED, INCOMPLETE
 
-#: Phases whose trials are repeated seeds of one configuration (``search`` trials are not).
-SEEDED_PHASES = ("evaluation", "sweep", "run")
+from .frames import SEEDED_PHASES
 CELL_KEYS = ["study", "phase", "cell", "config_id"]
 #: Columns copied from a cell's first trial to describe it.
 DESCRIPTIVE = ["dataset", "noise", "setting", "method", "robust_loss", "m", "lam", "rho", "alpha"]
@@ -49,7 +49,7 @@ def aggregate(
     ``n_expected`` argument; else the largest ``n`` among cells of the same phase, or the
     number of trials the cell started if larger), ``complete``, ``mean``,
     ``std``, ``sem``, ``ci95`` (half-width of the t-interval), ``ci_low``, ``ci_high``, ``min``,
-    ``max``, ``n_error``, ``n_incomplete``, ``seeds`` (the finished seeds, comma-separated).
+    ``max``, ``n_failed``, ``n_incomplete``, ``seeds`` (the finished seeds, comma-separated).
     """
     df = runs
     if phases is not None and "phase" in df.columns:
@@ -59,16 +59,16 @@ def aggregate(
     descr += sorted(c for c in _config_columns(runs)
                     if c.startswith("robust_loss_params.") and c not in keys and c not in descr)
     cols = keys + descr + ["metric", "n", "n_expected", "complete", "mean", "std", "sem",
-                           "ci95", "ci_low", "ci_high", "min", "max", "n_error",
+                           "ci95", "ci_low", "ci_high", "min", "max", "n_failed",
                            "n_incomplete", "seeds"]
     if df.empty:
         return pd.DataFrame(columns=cols)
-    status = df["status"] if "status" in df.columns else pd.Series("ok", index=df.index)
+    status = df["status"] if "status" in df.columns else pd.Series(FINISHED, index=df.index)
     rows = []
     for key, g in df.groupby(keys, dropna=False, sort=True):
         key = key if isinstance(key, tuple) else (key,)
         st = status.loc[g.index]
-        ok = g[st == "ok"]
+        ok = g[st == FINISHED]
         if "seed" in ok.columns and ok["seed"].notna().any() and ok["seed"].duplicated().any():
             warnings.warn(f"cell {dict(zip(keys, key))}: seed repeated; the last trial of each "
                           "seed (by path) is used", stacklevel=2)
@@ -83,8 +83,8 @@ def aggregate(
             n_exp = float(e.max()) if e.notna().any() else np.nan
         row = dict(zip(keys, key))
         row.update({c: g[c].iloc[0] for c in descr})
-        row.update(metric=metric, n_expected=n_exp, n_error=int((st == "error").sum()),
-                   n_incomplete=int((st == "incomplete").sum()),
+        row.update(metric=metric, n_expected=n_exp, n_failed=int((st == FAILED).sum()),
+                   n_incomplete=int((st == INCOMPLETE).sum()),
                    seeds=",".join(str(int(x)) for x in sorted(seeds.dropna())), **s)
         rows.append(row)
     out = pd.DataFrame.from_records(rows)
@@ -94,7 +94,7 @@ def aggregate(
         fallback = out.groupby("phase", dropna=False)["n"].transform("max")
     else:
         fallback = pd.Series(out["n"].max(), index=out.index)
-    attempted = out["n"] + out["n_error"] + out["n_incomplete"]   # seeds this cell started
+    attempted = out["n"] + out["n_failed"] + out["n_incomplete"]   # seeds this cell started
     fallback = np.maximum(fallback, attempted)
     out["n_expected"] = out["n_expected"].fillna(fallback).astype(int)
     out["complete"] = out["n"] >= out["n_expected"]
@@ -223,7 +223,7 @@ def seed_values(runs: pd.DataFrame, metric: str, **keys: Any) -> Dict[int, float
             df = df[df[k].isna()] if v is None or (isinstance(v, float) and math.isnan(v)) \
                 else df[df[k] == v]
     if "status" in df.columns:
-        df = df[df["status"] == "ok"]
+        df = df[df["status"] == FINISHED]
     if metric not in df.columns or "seed" not in df.columns:
         return {}
     df = df.sort_values("path") if "path" in df.columns else df

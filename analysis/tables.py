@@ -19,9 +19,9 @@ from .paper import (METHOD_ORDER, PAPER_SOURCE, dataset_label, method_label, pap
                     setting_label, setting_sort_key)
 from lci.names import BASELINE_METHODS
 
+from .frames import FINAL_PHASES
 from .stats import ALPHA, aggregate, min_signflip_seeds, paired, seed_values
 
-TABLE_PHASES = ("evaluation", "run")
 TABLE2_METHODS = ["gce", "lci-single", "lci-two-models", "lci"]
 TABLE2_SETTINGS = ["sym-0.8", "asym-0.4"]
 TABLE2_LABELS = {"gce": "GCE (gce)", "lci-single": "single model (lci-single)",
@@ -151,7 +151,7 @@ def method_table(
     metric: str = "test_acc",
     methods: Optional[Sequence[str]] = None,
     settings: Optional[Sequence[str]] = None,
-    phases: Sequence[str] = TABLE_PHASES,
+    phases: Sequence[str] = FINAL_PHASES,
     n_expected: Optional[int] = None,
     row_labels: Optional[Dict[str, str]] = None,
 ) -> Table:
@@ -201,7 +201,7 @@ def method_table(
                 mean=best["mean"] * scale, std=best["std"] * scale,
                 ci_low=best["ci_low"] * scale, ci_high=best["ci_high"] * scale,
                 n=int(best["n"]), n_expected=int(best["n_expected"]),
-                complete=bool(best["complete"]), n_error=int(best["n_error"]),
+                complete=bool(best["complete"]), n_failed=int(best["n_failed"]),
                 n_incomplete=int(best["n_incomplete"]), seeds=best["seeds"],
                 n_configs=len(g), phase=best.get("phase"), cell=best.get("cell"),
                 config_id=best.get("config_id"),
@@ -209,7 +209,7 @@ def method_table(
             ))
     cells = pd.DataFrame.from_records(records, columns=[
         "row", "column", "dataset", "setting", "method", "robust_loss", "metric", "mean", "std",
-        "ci_low", "ci_high", "n", "n_expected", "complete", "n_error", "n_incomplete", "seeds",
+        "ci_low", "ci_high", "n", "n_expected", "complete", "n_failed", "n_incomplete", "seeds",
         "n_configs", "phase", "cell", "config_id", "paper"])
     cells = compare_to_best_baseline(cells, runs, metric, scale)
     # rank 1 = best mean in the column, 2 = second (ties share a rank)

@@ -40,7 +40,7 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
 from .live import find
-from .spec.keys import PHASES
+from .phases import PHASES
 from .trials import EXPERIMENT_KEY, TrialRecord
 
 logger = logging.getLogger(__name__)

@@ -57,7 +57,7 @@ def test_final_metrics_are_last_report(runs):
 
 
 def test_failed_and_incomplete_trials_are_kept(runs):
-    err = runs[runs.status == "error"]
+    err = runs[runs.status == "failed"]
     assert len(err) == 1
     row = err.iloc[0]
     assert (row.cell, row.seed) == ("gce_asym0.4", 4)
@@ -70,11 +70,11 @@ def test_failed_and_incomplete_trials_are_kept(runs):
 
 def test_label_issues_found_and_checkpoints_ignored(runs):
     lci = runs[(runs.phase == "evaluation") & runs.method.str.startswith("lci")]
-    done = lci[lci.status == "ok"]
+    done = lci[lci.status == "finished"]
     assert done.label_issues.notna().all()
     # the trainable's final checkpoint is the run folder: label_issues.csv lives there
     assert done.label_issues.str.contains(r"checkpoint_000005/label_issues.csv", regex=False).all()
-    assert lci[lci.status != "ok"].label_issues.isna().all()
+    assert lci[lci.status != "finished"].label_issues.isna().all()
     assert runs[runs.method == "ce"].label_issues.isna().all()
     assert not runs.path.str.contains("checkpoint_").any()
 
@@ -98,7 +98,7 @@ def test_restored_trial_keeps_last_report_per_epoch(tmp_path):
     assert h.epoch.tolist() == [1, 2, 3, 4]
     assert h.test_acc.iloc[2] == pytest.approx(0.77)
     r = analysis.load(d)
-    assert r.status.iloc[0] == "ok" and r.epochs_done.iloc[0] == 4
+    assert r.status.iloc[0] == "finished" and r.epochs_done.iloc[0] == 4
 
 
 def test_torn_last_line_and_error_after_recovery(tmp_path):
@@ -109,7 +109,7 @@ def test_torn_last_line_and_error_after_recovery(tmp_path):
     with open(d / "result.json", "a") as f:
         f.write('{"test_acc": 0.1, "epo')           # a line cut short by a crash
     r = analysis.load(tmp_path)
-    assert r.status.iloc[0] == "ok"
+    assert r.status.iloc[0] == "finished"
     assert r.test_acc.iloc[0] == pytest.approx(0.8)
 
 
@@ -125,7 +125,7 @@ def test_lci_train_run_folders(tmp_path):
     assert len(r) == 4
     plain = r[r.phase == "run"].sort_values("seed")
     assert plain.cell.unique().tolist() == ["lci_gce_sym0.8"]
-    assert plain.status.unique().tolist() == ["ok"]
+    assert plain.status.unique().tolist() == ["finished"]
     assert plain["robust_loss_params.q"].tolist() == [0.5, 0.5, 0.5]
     assert plain.wall_s.tolist() == [9.0, 9.0, 9.0]      # from result.json
     assert len(plain.config_id.unique()) == 1            # seeds of one cell
@@ -177,3 +177,32 @@ def test_auto_fields_resolved_from_latest_checkpoint(tmp_path):
     r = analysis.load(tmp_path).iloc[0]
     assert (r.epochs, r.lr) == (4, 0.1)
     assert r.status == "incomplete" and r.epochs_done == 3
+
+
+def test_fused_trial_folder_is_skipped_and_its_seeds_read(tmp_path):
+    """A fused trial's own folder holds its checkpoint, not a run: study.trials skips it (and
+    what is below it), so analysis/ counts the seeds' folders beside it, once each."""
+    from lci.names import FUSED_KEY, fused_member_folder
+
+    cfg = dict(BASE_CONFIG, epochs=2, cell="c", phase="evaluation")
+    box = write_tune_trial(tmp_path / "trials", "c__eval-f0", {**cfg, FUSED_KEY: [0, 1]},
+                           epoch_metrics(cfg, 0.8))
+    for s in (0, 1):
+        write_tune_trial(tmp_path / "trials", fused_member_folder(box.name, s),
+                         dict(cfg, seed=s), epoch_metrics(cfg, 0.8 + 0.01 * s))
+    r = analysis.load(tmp_path).sort_values("seed")
+    assert r.seed.tolist() == [0, 1] and set(r.status) == {"finished"}
+    assert not r.path.str.endswith("c__eval-f0").any()
+
+
+def test_run_folder_in_the_study_words(tmp_path):
+    """An lci train run folder gets the study's status words: failed with the last line of
+    its error.txt, incomplete without result.json, finished with it."""
+    cfg = dict(BASE_CONFIG, dataset="digits", seed=0, epochs=4)
+    d = write_run(tmp_path / "a", cfg, epoch_metrics(cfg, 0.5, 2), finished=False)
+    (d / "error.txt").write_text("Traceback ...\nDivergenceError: loss is nan at epoch 3\n")
+    write_run(tmp_path / "b", dict(cfg, seed=1), epoch_metrics(cfg, 0.5, 2), finished=False)
+    write_run(tmp_path / "c", dict(cfg, seed=2), epoch_metrics(cfg, 0.8))
+    r = analysis.load(tmp_path).set_index("seed")
+    assert r.status.to_dict() == {0: "failed", 1: "incomplete", 2: "finished"}
+    assert r.error[0] == "DivergenceError: loss is nan at epoch 3" and r.error.iloc[1:].isna().all()

@@ -59,7 +59,7 @@ def test_aggregate_cells_and_completeness(runs):
     assert lci["mean"] == pytest.approx(0.91) and lci["std"] == pytest.approx(0.015811, rel=1e-4)
     assert lci.seeds == "0,1,2,3,4"
     gce = ev.loc["gce_asym0.4"]                  # seed 4 failed
-    assert (gce.n, gce.n_expected, gce.complete, gce.n_error) == (4, 5, False, 1)
+    assert (gce.n, gce.n_expected, gce.complete, gce.n_failed) == (4, 5, False, 1)
     assert gce["mean"] == pytest.approx(statistics.mean([0.85, 0.86, 0.87, 0.88]))
     two = ev.loc["lci-two-models_gce_sym0.8"]   # seed 3 unfinished: not averaged in
     assert (two.n, two.complete, two.n_incomplete, two.seeds) == (4, False, 1, "0,1,2,4")

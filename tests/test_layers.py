@@ -41,8 +41,10 @@ def test_analysis_takes_its_names_from_lci_without_torch():
     loaded = _imported_by("import analysis")
     assert "lci.names" in loaded
     assert [m for m in loaded if m.split(".")[0] in ("torch", "ray", "optuna")] == []
-    # what it takes from the study layer is the Ray-free summary, not the spec or the runner
-    assert [m for m in loaded if m.startswith("study.")] == ["study.summary_stats"]
+    # what it takes from the study layer is Ray-free: the summary, the one reader of trials
+    # (with the file access it uses) and the phase names; not the spec or the runner
+    assert [m for m in loaded if m.startswith("study.")] == [
+        "study.phases", "study.storage", "study.summary_stats", "study.trials"]
 
 
 #: Layers bottom up; a module may import its own layer and those below it.

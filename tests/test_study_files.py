@@ -92,7 +92,7 @@ def test_empty_params_json_is_an_incomplete_trial_for_every_reader(tmp_path):
 
     with pytest.warns(UserWarning, match="params.json"):
         df = analysis.load(str(tmp_path / "s"))
-    assert sorted(df["status"]) == ["incomplete", "incomplete", "ok"]
+    assert sorted(df["status"]) == ["finished", "incomplete", "incomplete"]
 
 
 def test_half_written_result_json_keeps_the_whole_lines(tmp_path):

@@ -28,9 +28,10 @@ runs = analysis.load(EXPERIMENT)
 runs.groupby(["phase", "status"]).size()"""
 
 INTRO = ("Set `LCI_EXPERIMENT` to the experiment folder before starting Jupyter "
-         "(default `../../results/demo`, written by `lci demo`). Trials that failed or did not "
-         "finish are listed by `status`; cells with fewer seeds than the study asked for are "
-         "marked `(n/N)` in tables and `complete = False` in aggregates.")
+         "(default `../../results/demo`, written by `lci demo`). Each trial's `status` is the "
+         "study's: `finished`, `failed` (`error` says why), `stopped` or `incomplete`; only "
+         "finished trials count. Cells with fewer seeds than the study asked for are marked "
+         "`(n/N)` in tables and `complete = False` in aggregates.")
 
 NOTEBOOKS = {
     "noise_table.ipynb": [

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Dict, Tuple
 
 from lci.errors import ConfigError
+from ..phases import PHASES  # noqa: F401  (their one home; the spec package names them too)
 
 
 class SpecError(ConfigError):
@@ -122,6 +123,3 @@ LCI_PARAMS: Dict[str, Tuple[str, ...]] = {
 LCI_ONLY_PARAMS = tuple(sorted(set(p for ps in LCI_PARAMS.values() for p in ps)))
 #: Other float fields a search or sweep may vary for every method.
 GENERAL_PARAMS = ("lr", "momentum", "weight_decay")
-#: The phases of a study, in the order the searcher serves them (a search before what waits
-#: for it). The one home of these names (study.multiplex, analysis/).
-PHASES = ("search", "evaluation", "sweep")
