@@ -11,7 +11,6 @@ import pytest
 
 import lci.config
 import lci.data
-import lci.realworld
 from lci.config import DATASET_PROFILES, TrainConfig
 from lci.data import (DATASETS, clear_cache, dataset_names, file_backed_names, load_data,
                       register_dataset)
@@ -79,8 +78,7 @@ def test_no_import_cycle_between_config_and_data():
     for name in sorted(os.listdir(data_dir)):
         if name.endswith(".py"):
             imports = _module_imports(os.path.join(data_dir, name))
-            assert not [m for m in imports if m in ("..config", "lci.config", "..realworld",
-                                                    "lci.realworld")], name
+            assert not [m for m in imports if m in ("..config", "lci.config")], name
     config_imports = _module_imports(os.path.join(ROOT, "lci", "config.py"))
     assert not [m for m in config_imports if m.startswith((".data", "lci.data"))]
     # `import lci` stays light: neither the data package nor torch is loaded
@@ -89,12 +87,3 @@ def test_no_import_cycle_between_config_and_data():
                          cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, check=True)
     assert out.stdout.split() == ["False", "False"]
 
-
-def test_realworld_module_reexports_the_package_objects():
-    from lci.data import imagefiles, realworld
-
-    assert lci.realworld.ImageFiles is imagefiles.ImageFiles
-    assert lci.realworld.decode_image is imagefiles.decode_image
-    assert lci.realworld.train_loader is imagefiles.train_loader
-    assert lci.realworld.eval_loader is imagefiles.eval_loader
-    assert lci.realworld.load_clothing1m is realworld.load_clothing1m
