@@ -15,12 +15,14 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from .errors import ConfigError, allowed
-from .names import (BASELINE_METHODS, HUMAN_NOISE_KEYS, LCI_METHODS, METHODS,  # noqa: F401
-                    ROBUST_LOSSES, human_noise_datasets, human_noise_key, parse_noise)
+from .methods import get_method, loss_of
+from .names import (HUMAN_NOISE_KEYS, METHODS, ROBUST_LOSSES, human_noise_datasets,
+                    human_noise_key, parse_noise)
 from .noise import NOISE_CONVENTIONS
 
 # ----------------------------------------------------------------------------------- names
-# Methods, losses, data sets and noise kinds are shared with study/ and analysis/: lci/names.py.
+# Methods, losses, data sets and noise kinds are shared with study/ and analysis/: lci/names.py
+# (the methods' facts: lci/methods.py).
 CE_NORMS = ("mean", "complement")
 PENALTIES = ("l2", "distill")
 INITS = ("shared", "independent")
@@ -208,11 +210,11 @@ class TrainConfig:
 
     @property
     def is_lci(self) -> bool:
-        return self.method in LCI_METHODS
+        return get_method(self.method).is_lci
 
     @property
     def two_models(self) -> bool:
-        return self.method in ("lci", "lci-two-models")
+        return get_method(self.method).models == 2
 
     @property
     def dataset_profile(self) -> str:
@@ -291,8 +293,7 @@ class TrainConfig:
                               "'cuda:N', 'mps'")
         # the robust loss's own parameters are checked by the loss registry
         from .losses import check_params
-        loss = self.method if self.method in BASELINE_METHODS else self.robust_loss
-        check_params(loss, self.robust_loss_params)
+        check_params(loss_of(self.method, self.robust_loss), self.robust_loss_params)
         from .models import INIT_SCHEMES, MODELS
         _one_of("init_scheme", self.init_scheme, ("auto", *INIT_SCHEMES))
         if self.model != "auto":
@@ -309,7 +310,7 @@ class TrainConfig:
                     "lr_schedule"):
             if getattr(self, key) == "auto":
                 changes[key] = prof[key]
-        if self.method in BASELINE_METHODS:
+        if loss_of(self.method, self.robust_loss) != self.robust_loss:
             changes["robust_loss"] = self.method  # a baseline's loss is its name
         if self.init_scheme == "auto":
             from .models import NATIVE_INIT  # a model registered elsewhere keeps "auto"

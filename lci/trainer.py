@@ -26,8 +26,9 @@ from .config import TrainConfig
 from .confidence import label_confidence
 from .data import DataBundle, balanced_subset, load_data, split_validation
 from .data.cifarn import load_human_labels
-from .engine import TERMS, Engine
+from .engine import Engine
 from .errors import DataError, DivergenceError
+from .methods import TERMS
 from .metrics import confidence_stats, predict_logits, predict_logits_stream
 from .models import create_model
 from .names import human_noise_key
