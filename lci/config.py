@@ -275,8 +275,9 @@ class TrainConfig:
         profile = profile_of(self.dataset)
         changes: Dict[str, Any] = {k: v for k, v in profile.auto_values(self.noise_kind).items()
                                    if getattr(self, k) == "auto"}
-        if loss_of(self.method, self.robust_loss) != self.robust_loss:
-            changes["robust_loss"] = self.method  # a baseline's loss is its name
+        loss = loss_of(self.method, self.robust_loss)
+        if loss != self.robust_loss:
+            changes["robust_loss"] = loss  # a baseline's loss is its name
         if self.init_scheme == "auto":
             from .models import NATIVE_INIT  # a model registered elsewhere keeps "auto"
             changes["init_scheme"] = NATIVE_INIT.get(changes.get("model", self.model), "auto")

@@ -90,8 +90,8 @@ def get_method(name: str) -> Method:
 def has_two_models(method: Any) -> bool:
     """Whether runs of ``method`` train θ and θ* (False for a name that is not registered:
     records read by ``analysis`` may hold anything)."""
-    return isinstance(method, str) and method in METHODS_REGISTRY and \
-        METHODS_REGISTRY.get(method).models == 2
+    known = isinstance(method, str) and method in METHODS_REGISTRY
+    return known and METHODS_REGISTRY.get(method).models == 2
 
 
 def uses_param(method: str, param: str) -> bool:
