@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from lci.methods import has_two_models
 from lci.names import LCI_METHODS, default_cell
 
 from study.phases import SEARCH, SWEEP
@@ -127,7 +128,7 @@ def training_curves(
     for _, g in h.groupby(keys, dropna=False, sort=True):
         g = _ok(g)
         first = g.iloc[0]
-        two_models = first.get("method") in ("lci", "lci-two-models")
+        two_models = has_two_models(first.get("method"))
         n_seeds = g["path"].nunique() if "path" in g.columns else 1
         fig = Figure(figsize=(13, 4.0), layout="constrained")
         axes = fig.subplots(1, 3)

@@ -15,12 +15,14 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from .errors import ConfigError, allowed
-from .names import (BASELINE_METHODS, HUMAN_NOISE_KEYS, LCI_METHODS, METHODS,  # noqa: F401
-                    ROBUST_LOSSES, human_noise_datasets, human_noise_key, parse_noise)
-from .noise import NOISE_CONVENTIONS
+from .methods import get_method, loss_of
+from .names import (HUMAN_NOISE_KEYS, METHODS, ROBUST_LOSSES, human_noise_datasets,
+                    human_noise_key, parse_noise)
+from .noise import ASYM_MAPS, NOISE_CONVENTIONS, has_asym_mapping
 
 # ----------------------------------------------------------------------------------- names
-# Methods, losses, data sets and noise kinds are shared with study/ and analysis/: lci/names.py.
+# Methods, losses, data sets and noise kinds are shared with study/ and analysis/: lci/names.py
+# (the methods' facts: lci/methods.py).
 CE_NORMS = ("mean", "complement")
 PENALTIES = ("l2", "distill")
 INITS = ("shared", "independent")
@@ -59,35 +61,8 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-# Per-dataset defaults for the "auto" fields. CIFAR values follow the GJS code (docs/method.md §8);
-# digits values were calibrated so that a CPU run takes seconds (see README).
-DATASET_PROFILES: Dict[str, Dict[str, Any]] = {
-    "digits": dict(model="small_cnn", epochs=60, batch_size=64, lr=0.05, weight_decay=5e-4,
-                   augment="weak", lr_schedule="cosine"),
-    # augment "strong": GJS's view for every loss (its train.py default --augs s; scripts:
-    # RandAugment N=1 M=3 + Cutout 16); the README's protocol section
-    "cifar10": dict(model="preact_resnet34", epochs=400, batch_size=128, lr=0.1,
-                    weight_decay=5e-4, augment="strong", lr_schedule="multistep"),
-    "cifar100": dict(model="preact_resnet34", epochs=400, batch_size=128, lr=0.2,
-                     weight_decay=5e-5, augment="strong", lr_schedule="multistep"),
-    # Clothing1M / mini-WebVision: the ELR+ settings the paper adopts (Section 4.2; ELR+'s
-    # config_clothing1m.json / config_webvision.json): SGD momentum 0.9, Clothing1M lr 0.002,
-    # wd 1e-3, batch 64, 15 epochs; WebVision lr 0.02, wd 5e-4, batch 32, 100 epochs. ELR+
-    # decays x0.1 once (epoch 7 / epoch 50): the presets set lr_milestones to match.
-    "clothing1m": dict(model="resnet50", epochs=15, batch_size=64, lr=0.002,
-                       weight_decay=1e-3, augment="weak", lr_schedule="multistep"),
-    "webvision": dict(model="resnet50", epochs=100, batch_size=32, lr=0.02,
-                      weight_decay=5e-4, augment="weak", lr_schedule="multistep"),
-    # a user's own .npz / .csv / image folder
-    "custom": dict(model="small_cnn", epochs=60, batch_size=128, lr=0.05, weight_decay=5e-4,
-                   augment="weak", lr_schedule="cosine"),
-}
-# Real-world sets: the paper's class-balanced Clothing1M subset (128,000 = 2,000 batches of 64,
-# ELR+), and the ImageNet-style input of docs/method.md §8 (decode at 256, crop 224).
-TRAIN_SUBSET_PROFILES = {"clothing1m": 128000}
-REALWORLD_IMAGE_SIZE = 224
-# Asymmetric rates in the GJS protocol use different weight decay on CIFAR-10 and lr on CIFAR-100.
-ASYM_OVERRIDES = {"cifar10": dict(weight_decay=1e-3), "cifar100": dict(lr=0.4, weight_decay=1e-4)}
+# The values of the "auto" fields per data set (profiles) are registered with each set in the
+# data set registry (lci.data.registry.DatasetProfile); resolved() reads them from there.
 
 
 @dataclass
@@ -210,15 +185,11 @@ class TrainConfig:
 
     @property
     def is_lci(self) -> bool:
-        return self.method in LCI_METHODS
+        return get_method(self.method).is_lci
 
     @property
     def two_models(self) -> bool:
-        return self.method in ("lci", "lci-two-models")
-
-    @property
-    def dataset_profile(self) -> str:
-        return self.dataset if self.dataset in DATASET_PROFILES else "custom"
+        return get_method(self.method).models == 2
 
     def validate(self) -> None:
         _one_of("method", self.method, METHODS)
@@ -238,11 +209,10 @@ class TrainConfig:
                 f"unknown dataset {self.dataset!r}; allowed: {allowed(registered)} "
                 "or the path of a .npz file, a .csv file list or an image folder")
         kind, rate = parse_noise(self.noise)
-        if kind == "asym" and self.noise_transition is None and self.dataset not in (
-                "digits", "cifar10", "cifar100"):
+        if kind == "asym" and self.noise_transition is None and not has_asym_mapping(self.dataset):
             raise ConfigError(
                 f"noise={self.noise!r} needs a class mapping, and dataset {self.dataset!r} has none; "
-                "asym noise is defined for 'digits', 'cifar10', 'cifar100', or give noise_transition")
+                f"asym noise is defined for {allowed(ASYM_MAPS)}, or give noise_transition")
         if kind == "human":
             _check_human_noise(self.noise, self.dataset)
         if kind == "matrix" and self.noise_transition is None:
@@ -293,8 +263,7 @@ class TrainConfig:
                               "'cuda:N', 'mps'")
         # the robust loss's own parameters are checked by the loss registry
         from .losses import check_params
-        loss = self.method if self.method in BASELINE_METHODS else self.robust_loss
-        check_params(loss, self.robust_loss_params)
+        check_params(loss_of(self.method, self.robust_loss), self.robust_loss_params)
         from .models import INIT_SCHEMES, MODELS
         _one_of("init_scheme", self.init_scheme, ("auto", *INIT_SCHEMES))
         if self.model != "auto":
@@ -303,21 +272,19 @@ class TrainConfig:
     # ---------------------------------------------------------------------------- resolving
     def resolved(self) -> "TrainConfig":
         """Fill every "auto" field for this data set; the result is what a run records."""
-        prof = dict(DATASET_PROFILES[self.dataset_profile])
-        if self.noise_kind == "asym":
-            prof.update(ASYM_OVERRIDES.get(self.dataset, {}))
-        changes: Dict[str, Any] = {}
-        for key in ("model", "epochs", "batch_size", "lr", "weight_decay", "augment",
-                    "lr_schedule"):
-            if getattr(self, key) == "auto":
-                changes[key] = prof[key]
-        if self.method in BASELINE_METHODS:
-            changes["robust_loss"] = self.method  # a baseline's loss is its name
+        from .data.registry import REALWORLD_IMAGE_SIZE, profile_of  # imports torch
+
+        profile = profile_of(self.dataset)
+        changes: Dict[str, Any] = {k: v for k, v in profile.auto_values(self.noise_kind).items()
+                                   if getattr(self, k) == "auto"}
+        loss = loss_of(self.method, self.robust_loss)
+        if loss != self.robust_loss:
+            changes["robust_loss"] = loss  # a baseline's loss is its name
         if self.init_scheme == "auto":
             from .models import NATIVE_INIT  # a model registered elsewhere keeps "auto"
             changes["init_scheme"] = NATIVE_INIT.get(changes.get("model", self.model), "auto")
         if self.train_subset == "auto":
-            changes["train_subset"] = TRAIN_SUBSET_PROFILES.get(self.dataset, 0)
+            changes["train_subset"] = profile.train_subset
         realworld = self.dataset in _realworld_datasets()
         if realworld and self.noise_kind != "none":
             changes["noise"] = "none"  # the labels are noisy already; no synthetic noise on top

@@ -26,12 +26,10 @@ import torch
 from torch import nn
 
 from .augment import Augmenter
-from .config import BASELINE_METHODS, TrainConfig
+from .config import TrainConfig
 from .confidence import label_confidence, update_mu, weighted_ce_term
 from .losses import get_loss, jsd, kl_div_logits
-
-#: Loss-term names, in the order they are accumulated; ``loss`` is their sum.
-TERMS = ("loss_robust", "loss_ce", "loss_jsd", "loss_penalty")
+from .methods import TERMS, get_method, loss_of
 
 
 def trainable(mdl: nn.Module) -> List[nn.Parameter]:
@@ -89,7 +87,8 @@ class Engine:
         self.mu = torch.zeros(runs, device=device, dtype=torch.float32)
         self.step_count = 0
         self.correction_step = correction_step
-        loss_name = cfg.method if cfg.method in BASELINE_METHODS else cfg.robust_loss
+        self.method = get_method(cfg.method)  # its step and terms (lci.methods)
+        loss_name = loss_of(cfg.method, cfg.robust_loss)
         self.robust_loss = get_loss(loss_name, **cfg.robust_loss_params)
         self.uses_gjs = loss_name == "gjs"
         self.ce = get_loss("ce")
@@ -99,7 +98,7 @@ class Engine:
         self._fwd_star = self._maybe_compile(self.theta_star) if self.theta_star is not None else None
         # l2 penalty: its gradient 2λ(θ−θ*) is added after backward (see _add_penalty_grad);
         # the fp16 GradScaler scales gradients, so there the penalty goes through autograd
-        self._manual_penalty = (cfg.method in ("lci", "lci-two-models") and cfg.penalty == "l2"
+        self._manual_penalty = ("loss_penalty" in self.method.terms and cfg.penalty == "l2"
                                 and self.scaler is None)
         self._diff: Optional[List[torch.Tensor]] = None
         self._graph = None  # lci.graphstep.GraphStep once enabled
@@ -270,19 +269,13 @@ class Engine:
 
     # --------------------------------------------------------------------------------- step
     def _method(self):
-        return {"lci": self._lci, "lci-two-models": self._lci_two_models,
-                "lci-single": self._lci_single}.get(self.cfg.method, self._baseline)
+        """The code of the method's step (its ``step`` in :mod:`lci.methods`)."""
+        return {"lci": self._lci, "two_models": self._lci_two_models,
+                "single": self._lci_single, "baseline": self._baseline}[self.method.step]
 
     def active_terms(self) -> tuple:
         """The entries of ``TERMS`` this method computes (the others are reported as None)."""
-        m = self.cfg.method
-        if m == "lci":
-            return TERMS
-        if m == "lci-two-models":
-            return ("loss_robust", "loss_ce", "loss_penalty")
-        if m == "lci-single":
-            return ("loss_robust", "loss_ce")
-        return ("loss_robust",)
+        return self.method.terms
 
     def eager_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """One optimisation step without graph capture (``step_count`` not advanced).

@@ -36,8 +36,9 @@ import torch
 from . import checkpoint as ckpt
 from . import hfta
 from .config import TrainConfig
-from .engine import TERMS, Engine
+from .engine import Engine
 from .errors import CheckpointError, ConfigError, DivergenceError
+from .methods import TERMS
 from .trainer import Trainer, lr_factor
 
 

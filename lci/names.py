@@ -9,8 +9,8 @@ Two noise parsers, on purpose:
 - :func:`normalize_noise` is lenient, for reading records written by hand or by other tools
   (``"sym 80%"``, ``"asym_0.4"``, a setting id ``"sym-0.8"``, ``None``): it never raises.
 
-This module imports nothing but :mod:`lci.errors`, so that ``analysis`` may use it without
-torch.
+This module imports nothing but :mod:`lci.errors` and :mod:`lci.methods` (torch-free both), so
+that ``analysis`` may use it without torch.
 """
 from __future__ import annotations
 
@@ -20,13 +20,11 @@ import re
 from typing import Any, Mapping, Optional, Tuple
 
 from .errors import ConfigError
+from .methods import BASELINE_METHODS, LCI_METHODS, METHODS  # noqa: F401  (names of the layers)
 
 # --------------------------------------------------------------------------------- methods
-#: Methods whose training uses label confidence (two parameter sets except lci-single).
-LCI_METHODS = ("lci", "lci-two-models", "lci-single")
-#: Single-model baselines of Table 1; the method name is also the loss name.
-BASELINE_METHODS = ("ce", "bs", "ls", "mae", "gce", "sce", "nce_rce", "js", "gjs")
-METHODS = LCI_METHODS + BASELINE_METHODS
+# Method names come from the method registry (lci.methods), where each method is registered
+# with its step, loss terms, models and parameters; the layers take the names from here.
 #: Losses the noise-robust model of an lci method may use.
 ROBUST_LOSSES = ("gce", "mae", "sce", "nce_rce", "js", "gjs", "ce", "bs", "ls")
 

@@ -76,6 +76,7 @@ __all__ = [
     "ASYM_MAPS",
     "NoisyLabels",
     "asym_mapping",
+    "has_asym_mapping",
     "cifar100_next_in_superclass",
     "load_transition",
     "make_noisy_labels",
@@ -175,13 +176,19 @@ def _norm_dataset(dataset: Any) -> Optional[str]:
     return s.replace("-", "").replace("_", "")
 
 
+def has_asym_mapping(dataset: Any) -> bool:
+    """Whether ``asym`` noise has a class mapping for ``dataset`` (``"CIFAR-10"`` is
+    ``"cifar10"``); the config's check, so that it accepts what this module can make."""
+    return _norm_dataset(dataset) in ASYM_MAPS
+
+
 def asym_mapping(dataset: str) -> Dict[int, int]:
     """The asymmetric-noise class mapping (source → noisy class) of a data set.
 
     Raises :class:`ConfigError` naming the data sets that have one.
     """
     key = _norm_dataset(dataset)
-    if key not in ASYM_MAPS:
+    if not has_asym_mapping(dataset):
         raise ConfigError(
             f"asym noise has no class mapping for dataset {dataset!r}; mappings exist for "
             f"{allowed(ASYM_MAPS)}; give a transition matrix for any other data set")

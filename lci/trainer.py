@@ -3,7 +3,7 @@ drive the same code (the trainable reports and checkpoints between epochs).
 
 Data layout follows airbench: the whole training set sits on the device as uint8, batches are
 drawn with ``randperm`` on the device from a dedicated generator, views are made on the device.
-File-backed sets (Clothing1M, WebVision: :mod:`lci.realworld`) cannot sit anywhere whole: a
+File-backed sets (Clothing1M, WebVision: :mod:`lci.data.realworld`) cannot sit anywhere whole: a
 persistent DataLoader decodes each batch of the same ``randperm`` order to uint8 in worker
 processes, the batch is copied to the device, and the views are made there as for the others;
 evaluation streams the files once per pass for both models.
@@ -26,8 +26,9 @@ from .config import TrainConfig
 from .confidence import label_confidence
 from .data import DataBundle, balanced_subset, load_data, split_validation
 from .data.cifarn import load_human_labels
-from .engine import TERMS, Engine
+from .engine import Engine
 from .errors import DataError, DivergenceError
+from .methods import TERMS
 from .metrics import confidence_stats, predict_logits, predict_logits_stream
 from .models import create_model
 from .names import human_noise_key
@@ -242,7 +243,7 @@ class Trainer:
                 yield self.x_train[idx], idx
             return
         if self._loader is None:
-            from .realworld import train_loader
+            from .data.imagefiles import train_loader
             self._loader, self._loader_batches = train_loader(
                 self.x_train, bs, self.cfg.num_workers, pin_memory=self.device.type == "cuda")
         self._loader_batches.order = perm.tolist()  # one host sync per epoch
@@ -266,7 +267,7 @@ class Trainer:
         if isinstance(x, torch.Tensor):
             return [predict_logits(m, x, prep, self.engine.autocast, chunk=self._eval_chunk)
                     for m in models]
-        from .realworld import eval_loader
+        from .data.imagefiles import eval_loader
         loader = eval_loader(x, self.cfg.num_workers, pin_memory=self.device.type == "cuda")
         return predict_logits_stream(models, loader, prep, self.engine.autocast, self.device)
 

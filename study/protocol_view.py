@@ -10,21 +10,24 @@ from __future__ import annotations
 
 from typing import Any, Dict, List
 
-from lci.config import LCI_METHODS, TrainConfig
+from lci.config import TrainConfig
+from lci.methods import LCI_METHODS, get_method, loss_of
 
 __all__ = ["views_of", "cell_settings", "format_cell_settings", "describe"]
 
 
+def _views(n: int, augment: str) -> str:
+    return f"2 {augment} (x', x'')" if n == 2 else f"1 {augment} (x')"
+
+
 def views_of(cfg: TrainConfig) -> str:
-    """Which augmented views of an image each model sees in one step (lci.engine's choice)."""
-    a = cfg.augment
-    loss = cfg.robust_loss if cfg.method in LCI_METHODS else cfg.method
-    theta = f"2 {a} (x', x'')" if loss == "gjs" else f"1 {a} (x')"
-    if cfg.method == "lci":
-        return f"θ: {theta}; θ*: 2 {a} (x', x'')"
-    if cfg.method == "lci-two-models":
-        return f"θ: {theta}; θ*: 1 {a} (x')"
-    return theta if cfg.method != "lci-single" else f"θ: {theta}"
+    """Which augmented views of an image each model sees in one step (lci.engine's choice:
+    gjs's two views for θ; θ*'s from the method registry, lci.methods)."""
+    method = get_method(cfg.method)
+    theta = _views(2 if loss_of(cfg.method, cfg.robust_loss) == "gjs" else 1, cfg.augment)
+    if method.models == 2:
+        return f"θ: {theta}; θ*: {_views(method.star_views, cfg.augment)}"
+    return f"θ: {theta}" if method.is_lci else theta
 
 
 def cell_settings(spec) -> List[Dict[str, Any]]:
@@ -37,7 +40,7 @@ def cell_settings(spec) -> List[Dict[str, Any]]:
     rows = []
     for cell in spec.cells:
         cfg = TrainConfig.from_dict(spec.phase_config(cell, "evaluation")).resolved()
-        loss = cfg.robust_loss if cfg.method in LCI_METHODS else cfg.method
+        loss = loss_of(cfg.method, cfg.robust_loss)
         pi1 = cfg.robust_loss_params.get("pi1", 0.5) if loss in ("js", "gjs") else None
         rows.append({
             "cell": cell.id, "dataset": cfg.dataset, "method": cfg.method,

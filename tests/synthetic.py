@@ -16,6 +16,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
+from lci.methods import LCI_METHODS, has_two_models
+
 #: Tune keys written beside our metrics on every result line (dropped by analysis).
 _TUNE_EXTRA = ("timestamp", "checkpoint_dir_name", "done", "training_iteration", "trial_id",
                "date", "time_this_iter_s", "time_total_s", "pid", "hostname", "node_ip",
@@ -44,8 +46,8 @@ def epoch_metrics(config: Mapping[str, Any], final_acc: float, epochs: Optional[
     """Per-epoch metrics (docs/interfaces.md names) ending at ``final_acc`` for ``test_acc``."""
     n = int(epochs if epochs is not None else config["epochs"])
     total = int(config["epochs"])
-    lci = config["method"] in ("lci", "lci-two-models", "lci-single")
-    two = config["method"] in ("lci", "lci-two-models")
+    lci = config["method"] in LCI_METHODS
+    two = has_two_models(config["method"])
     test = curve(final_acc, total)[:n]
     rows = []
     for e in range(1, n + 1):
@@ -168,7 +170,7 @@ def _cell_config(cell: str) -> Dict[str, Any]:
     *head, tag = cell.split("_")
     kind = "asym" if tag.startswith("asym") else "sym" if tag.startswith("sym") else tag
     noise = f"{kind}:{tag[len(kind):]}" if kind in ("sym", "asym") else kind
-    if head[0] in ("lci", "lci-two-models", "lci-single"):
+    if head[0] in LCI_METHODS:
         return dict(method=head[0], robust_loss="_".join(head[1:]), noise=noise)
     return dict(method="_".join(head), robust_loss="gce", noise=noise)
 
@@ -230,7 +232,7 @@ def write_study(root: Path, *, name: str = "paper-demo", dataset: str = "cifar10
         exp = study_dir / f"{cell}__eval"
         for seed, final in enumerate(eval_final[cell]):
             p = dict(base, **cc, seed=seed, cell=cell, phase="evaluation", study=name)
-            if cc["method"] not in ("lci", "lci-two-models", "lci-single"):
+            if cc["method"] not in LCI_METHODS:
                 p["robust_loss_params"] = {}
             error = None
             if final is None:                   # failed after 2 epochs

@@ -91,3 +91,15 @@ def test_any_config_is_valid_or_a_clear_error(d):
         return
     assert 0.0 <= cfg.noise_rate <= 1.0
     assert math.isfinite(cfg.m)
+
+
+def test_asym_noise_is_accepted_exactly_where_lci_noise_has_a_mapping(tmp_path, monkeypatch):
+    from lci.noise import ASYM_MAPS
+
+    # a user's image folder named "mnist": lci.noise maps its classes as digits'
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mnist").mkdir()
+    assert TrainConfig(dataset="mnist", noise="asym:0.2").noise == "asym:0.2"
+    with pytest.raises(ConfigError, match="asym noise is defined for " + ", ".join(
+            repr(k) for k in ASYM_MAPS)):
+        TrainConfig(dataset="x.npz", noise="asym:0.2")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import os
 import subprocess
 import sys
@@ -11,11 +12,11 @@ import pytest
 
 import lci.config
 import lci.data
-import lci.realworld
-from lci.config import DATASET_PROFILES, TrainConfig
+from lci.config import TrainConfig
 from lci.data import (DATASETS, clear_cache, dataset_names, file_backed_names, load_data,
                       register_dataset)
 from lci.data.bundle import make_bundle
+from lci.data.registry import USER_DATA_PROFILE, DatasetProfile, profile_of
 from lci.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -27,7 +28,8 @@ def test_config_names_come_from_the_registry():
     assert lci.config.REALWORLD_DATASETS == file_backed_names() == ("clothing1m", "webvision")
     assert lci.data.REALWORLD == file_backed_names()
     # every registered set has its "auto" defaults
-    assert set(dataset_names()) <= set(DATASET_PROFILES)
+    assert all(profile_of(n) is DATASETS.get(n).profile is not USER_DATA_PROFILE
+               for n in dataset_names())
     with pytest.raises(ConfigError, match="'digits', 'cifar10', 'cifar100', 'clothing1m'"):
         TrainConfig(dataset="mnist")
 
@@ -60,6 +62,28 @@ def test_a_registered_set_is_loadable_and_a_valid_config(monkeypatch):
         register_dataset("toy", locate=locate)(load_toy)
 
 
+def test_the_auto_values_are_the_registered_profile(monkeypatch):
+    monkeypatch.setattr(DATASETS, "_items", dict(DATASETS._items))
+    toy = DatasetProfile(model="small_cnn", epochs=3, batch_size=8, lr=0.3, weight_decay=0.0,
+                         augment="none", lr_schedule="constant", train_subset=10)
+    register_dataset("toy", locate=lambda d, r: [], profile=toy)(lambda d, r, o: None)
+    register_dataset("plain", locate=lambda d, r: [])(lambda d, r, o: None)
+    got = TrainConfig(dataset="toy").resolved()
+    assert (got.model, got.epochs, got.batch_size, got.lr, got.weight_decay, got.augment,
+            got.lr_schedule, got.train_subset) == ("small_cnn", 3, 8, 0.3, 0.0, "none",
+                                                   "constant", 10)
+    assert TrainConfig(dataset="toy", epochs=5).resolved().epochs == 5  # only "auto" is filled
+    # a set registered without a profile, and a user's file, get the user-data profile
+    assert TrainConfig(dataset="plain").resolved().batch_size == USER_DATA_PROFILE.batch_size
+    assert TrainConfig(dataset="x.npz").resolved().lr == USER_DATA_PROFILE.lr
+    # the asymmetric-noise changes are the profile's too
+    digits = DATASETS.get("digits")
+    asym = dataclasses.replace(digits.profile, asym={"lr": 0.7})
+    monkeypatch.setitem(DATASETS._items, "digits", dataclasses.replace(digits, profile=asym))
+    assert TrainConfig(dataset="digits", noise="asym:0.2").resolved().lr == 0.7
+    assert TrainConfig(dataset="digits", noise="sym:0.2").resolved().lr == digits.profile.lr
+
+
 def _module_imports(path: str):
     """Modules imported at module level (not inside functions) by the file, as written."""
     tree = ast.parse(open(path, encoding="utf-8").read())
@@ -79,8 +103,7 @@ def test_no_import_cycle_between_config_and_data():
     for name in sorted(os.listdir(data_dir)):
         if name.endswith(".py"):
             imports = _module_imports(os.path.join(data_dir, name))
-            assert not [m for m in imports if m in ("..config", "lci.config", "..realworld",
-                                                    "lci.realworld")], name
+            assert not [m for m in imports if m in ("..config", "lci.config")], name
     config_imports = _module_imports(os.path.join(ROOT, "lci", "config.py"))
     assert not [m for m in config_imports if m.startswith((".data", "lci.data"))]
     # `import lci` stays light: neither the data package nor torch is loaded
@@ -89,12 +112,3 @@ def test_no_import_cycle_between_config_and_data():
                          cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, check=True)
     assert out.stdout.split() == ["False", "False"]
 
-
-def test_realworld_module_reexports_the_package_objects():
-    from lci.data import imagefiles, realworld
-
-    assert lci.realworld.ImageFiles is imagefiles.ImageFiles
-    assert lci.realworld.decode_image is imagefiles.decode_image
-    assert lci.realworld.train_loader is imagefiles.train_loader
-    assert lci.realworld.eval_loader is imagefiles.eval_loader
-    assert lci.realworld.load_clothing1m is realworld.load_clothing1m

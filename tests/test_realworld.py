@@ -22,8 +22,8 @@ import lci
 from lci.augment import Augmenter
 from lci.config import TrainConfig
 from lci.data import balanced_subset, clear_cache, load_data
+from lci.data.imagefiles import ImageFiles, decode_image
 from lci.errors import ConfigError, DataError
-from lci.realworld import ImageFiles, decode_image
 
 SIZES = ["--set", "image_size=72", "--set", "resize_size=80"]
 MASK_METRICS = ("train_acc_clean", "train_acc_noisy", "train_acc_noisy_true", "conf_auroc",

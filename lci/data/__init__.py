@@ -17,7 +17,8 @@ Supported sources (``TrainConfig.dataset``), one module each:
 - a user's ``.npz`` file, ``.csv`` file list or image folder (:mod:`.files`).
 
 A new set is one function decorated with :func:`register_dataset` (see :mod:`.registry`) in a
-module imported below; :func:`dataset_names` (and so the config's validation) follows.
+module imported below, with its :class:`DatasetProfile` (the config's "auto" values for it);
+:func:`dataset_names` (and so the config's validation) follows.
 :func:`check_dataset` checks that a config's files are there without loading them.
 """
 # Importing a family registers its sets; this order is the order of dataset_names().
@@ -30,8 +31,9 @@ from .cifar import CIFAR_STATS
 from .digits import DIGITS_TEST_SIZE
 from .files import IMAGE_EXTENSIONS, MIXED_SIZE_TARGET
 from .load import check_dataset, clear_cache, load_data, locate_dataset, source_of
-from .registry import (DATASETS, FORMATS, DatasetSource, LoadOptions, dataset_names,
-                       file_backed_names, register_dataset, register_format)
+from .registry import (DATASETS, FORMATS, USER_DATA_PROFILE, DatasetProfile, DatasetSource,
+                       LoadOptions, dataset_names, file_backed_names, profile_of,
+                       register_dataset, register_format)
 from .splits import HOLDOUT_FRACTION, HOLDOUT_SEED, balanced_subset, split_validation
 
 #: Names ``load_data`` accepts besides paths (registration order).
@@ -43,6 +45,6 @@ __all__ = [
     "DataBundle", "load_data", "check_dataset", "locate_dataset", "clear_cache", "source_of",
     "split_validation", "balanced_subset", "register_dataset", "register_format",
     "dataset_names", "file_backed_names", "DATASETS", "FORMATS", "DatasetSource",
-    "LoadOptions", "REGISTERED", "REALWORLD", "HOLDOUT_SEED", "HOLDOUT_FRACTION",
+    "DatasetProfile", "USER_DATA_PROFILE", "profile_of", "LoadOptions", "REGISTERED", "REALWORLD", "HOLDOUT_SEED", "HOLDOUT_FRACTION",
     "DIGITS_TEST_SIZE", "MIXED_SIZE_TARGET", "IMAGE_EXTENSIONS", "CIFAR_STATS",
 ]

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import DataError
 from .bundle import DataBundle, make_bundle
-from .registry import LoadOptions, register_dataset
+from .registry import DatasetProfile, LoadOptions, register_dataset
 
 # Normalisation of the CIFAR recipes (from the GJS code).
 CIFAR_STATS = {
@@ -111,8 +111,21 @@ def fetch_cifar(dataset: str, data_dir: str) -> List[str]:
     return locate_cifar(dataset, data_dir)
 
 
-@register_dataset("cifar100", locate=locate_cifar, fetch=fetch_cifar)
-@register_dataset("cifar10", locate=locate_cifar, fetch=fetch_cifar)  # bottom-up: cifar10 first
+# The GJS code's settings (docs/method.md §8), augment "strong": GJS's view for every loss (its
+# train.py default --augs s; scripts: RandAugment N=1 M=3 + Cutout 16; the README's protocol
+# section). Asymmetric rates in the GJS protocol use another weight decay on CIFAR-10 and
+# another lr on CIFAR-100.
+CIFAR10_PROFILE = DatasetProfile(model="preact_resnet34", epochs=400, batch_size=128, lr=0.1,
+                                 weight_decay=5e-4, augment="strong", lr_schedule="multistep",
+                                 asym=dict(weight_decay=1e-3))
+CIFAR100_PROFILE = DatasetProfile(model="preact_resnet34", epochs=400, batch_size=128, lr=0.2,
+                                  weight_decay=5e-5, augment="strong", lr_schedule="multistep",
+                                  asym=dict(lr=0.4, weight_decay=1e-4))
+
+
+# decorators apply bottom-up: cifar10 is registered first
+@register_dataset("cifar100", locate=locate_cifar, profile=CIFAR100_PROFILE, fetch=fetch_cifar)
+@register_dataset("cifar10", locate=locate_cifar, profile=CIFAR10_PROFILE, fetch=fetch_cifar)
 def load_cifar(dataset: str, data_dir: str, opts: LoadOptions) -> DataBundle:
     cls = _unchecked(dataset)
     folder = os.path.join(data_dir, cls.base_folder)

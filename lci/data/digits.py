@@ -10,7 +10,7 @@ from typing import List
 import numpy as np
 
 from .bundle import DataBundle, make_bundle
-from .registry import LoadOptions, register_dataset
+from .registry import DatasetProfile, LoadOptions, register_dataset
 from .splits import fixed_holdout
 
 DIGITS_TEST_SIZE = 500
@@ -20,7 +20,12 @@ def _nothing_to_locate(dataset: str, data_dir: str) -> List[str]:
     return []  # the images ship inside scikit-learn
 
 
-@register_dataset("digits", locate=_nothing_to_locate)
+# calibrated so that a CPU run takes seconds (see README)
+DIGITS_PROFILE = DatasetProfile(model="small_cnn", epochs=60, batch_size=64, lr=0.05,
+                                weight_decay=5e-4, augment="weak", lr_schedule="cosine")
+
+
+@register_dataset("digits", locate=_nothing_to_locate, profile=DIGITS_PROFILE)
 def load_digits(dataset: str, data_dir: str, opts: LoadOptions) -> DataBundle:
     from sklearn.datasets import load_digits as sklearn_digits
 

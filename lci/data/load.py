@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from ..errors import ConfigError, DataError, allowed
 from ..names import human_noise_key
 from .bundle import DataBundle
 from .cifarn import HUMAN_LABEL_FILES, human_label_path
 from .registry import DATASETS, FORMATS, DatasetSource, LoadOptions, dataset_names
-
-if TYPE_CHECKING:  # only for the annotation: lci.config does not import this package eagerly
-    from ..config import TrainConfig
 
 _CACHE: Dict[tuple, DataBundle] = {}
 
@@ -59,14 +56,15 @@ def locate_dataset(dataset: str, data_dir: str = "data") -> List[str]:
     return source_of(dataset).locate(dataset, data_dir)
 
 
-def check_dataset(cfg: Union["TrainConfig", Mapping]) -> Optional[str]:
+def check_dataset(cfg: Any) -> Optional[str]:
     """Raise the error ``load_data`` would raise for a missing file or folder of the data set
     of ``cfg`` (a :class:`~lci.config.TrainConfig` or a mapping with ``dataset`` and optional
-    ``data_dir``, ``noise`` and ``download``), without loading it: existence checks of the
-    npz / csv file, the image folder's class folders, the CIFAR files under ``data_dir`` (and
-    the CIFAR-N label file for ``noise: human:KEY``), the Clothing1M / WebVision list files.
-    Images listed inside a file are not checked (that is the load's job). A missing set that
-    the load will download (``download``) is no error: returns a note."""
+    ``data_dir``, ``noise`` and ``download``; not imported here, as lci.config reads this
+    package), without loading it: existence checks of the npz / csv file, the image folder's
+    class folders, the CIFAR files under ``data_dir`` (and the CIFAR-N label file for
+    ``noise: human:KEY``), the Clothing1M / WebVision list files. Images listed inside a file
+    are not checked (that is the load's job). A missing set that the load will download
+    (``download``) is no error: returns a note."""
     if isinstance(cfg, Mapping):
         dataset, data_dir = cfg.get("dataset", "digits"), cfg.get("data_dir", "data")
         noise = cfg.get("noise")

@@ -19,9 +19,9 @@ Modules, bottom up: ``keys`` (the spec's keys and the default search space), ``v
 are spelled by :func:`lci.names.cell_id`), ``model`` (the spec dataclasses), ``load`` (reading and validating a spec).
 """
 from .cells import Cell, build_cells
-from .keys import (AXIS_KEYS, DEFAULT_SPACE, EVAL_KEYS, GENERAL_PARAMS, LCI_ONLY_PARAMS,
-                   LCI_PARAMS, LOSS_SEARCH_SPACE, OVERRIDE_KEYS, PHASE_KEYS, PHASES, RESOURCE_KEYS,
-                   SCHEDULER_KEYS, SEARCH_KEYS, SPEC_KEYS, SWEEP_KEYS, WHEN_KEYS, SpecError)
+from .keys import (AXIS_KEYS, DEFAULT_SPACE, EVAL_KEYS, GENERAL_PARAMS, LOSS_SEARCH_SPACE,
+                   OVERRIDE_KEYS, PHASE_KEYS, PHASES, RESOURCE_KEYS, SCHEDULER_KEYS, SEARCH_KEYS,
+                   SPEC_KEYS, SWEEP_KEYS, WHEN_KEYS, SpecError)
 from .load import load_spec
 from .paths import absolute_storage, preset_names, presets_dir, resolve_spec_path
 from .model import EvalSpec, SchedulerSpec, SearchSpec, StudySpec, SweepSpec
@@ -29,8 +29,7 @@ from .params import (Param, default_params, param_applies, param_path, parse_par
                      with_params)
 
 __all__ = [
-    "AXIS_KEYS", "DEFAULT_SPACE", "EVAL_KEYS", "GENERAL_PARAMS", "LCI_ONLY_PARAMS", "LCI_PARAMS",
-    "LOSS_SEARCH_SPACE", "OVERRIDE_KEYS", "PHASE_KEYS", "PHASES", "RESOURCE_KEYS",
+    "AXIS_KEYS", "DEFAULT_SPACE", "EVAL_KEYS", "GENERAL_PARAMS", "LOSS_SEARCH_SPACE", "OVERRIDE_KEYS", "PHASE_KEYS", "PHASES", "RESOURCE_KEYS",
     "SCHEDULER_KEYS", "SEARCH_KEYS", "SPEC_KEYS", "SWEEP_KEYS", "WHEN_KEYS",
     "Cell", "EvalSpec", "Param", "SchedulerSpec", "SearchSpec", "SpecError", "StudySpec",
     "SweepSpec",

@@ -112,14 +112,6 @@ LOSS_SEARCH_SPACE: Dict[str, Dict[str, Tuple[float, float, bool]]] = {
     "js": {"pi1": (0.1, 0.9, False)},
     "gjs": {"pi1": (0.1, 0.9, False)},
 }
-#: Which lci-only parameters each method uses (lci-two-models has no JSD term, lci-single no
-#: second model, hence no λ penalty and no ρ).
-LCI_PARAMS: Dict[str, Tuple[str, ...]] = {
-    "lci": ("m", "lam", "rho", "alpha", "slope", "mu_momentum", "correction_start",
-            "correction_weight"),
-    "lci-two-models": ("m", "lam", "alpha", "slope", "mu_momentum"),
-    "lci-single": ("m", "alpha", "slope", "mu_momentum"),
-}
-LCI_ONLY_PARAMS = tuple(sorted(set(p for ps in LCI_PARAMS.values() for p in ps)))
+# Which lci-only parameters each method uses is a method fact: lci.methods (Method.params).
 #: Other float fields a search or sweep may vary for every method.
 GENERAL_PARAMS = ("lr", "momentum", "weight_decay")

@@ -9,9 +9,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from lci.errors import allowed
 from lci.losses import LOSS_DEFAULTS
+from lci.methods import LCI_ONLY_PARAMS, uses_param
 
-from .keys import (DEFAULT_SPACE, GENERAL_PARAMS, LCI_ONLY_PARAMS, LCI_PARAMS, LOSS_SEARCH_SPACE,
-                   SpecError)
+from .keys import DEFAULT_SPACE, GENERAL_PARAMS, LOSS_SEARCH_SPACE, SpecError
 from .values import number
 
 
@@ -64,7 +64,7 @@ def param_applies(name: str, method: str, loss: str) -> bool:
     if "." in name:
         return name.split(".", 1)[0] == loss
     if name in LCI_ONLY_PARAMS:
-        return name in LCI_PARAMS.get(method, ())
+        return uses_param(method, name)
     return True
 
 
