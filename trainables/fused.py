@@ -27,8 +27,8 @@ from lci.errors import FAILED_KEY, RECURRING_ERRORS
 from lci.fused import FusedTrainer
 from lci.names import FUSED_KEY, MEMBERS_LIVE_KEY, fused_member_folder
 
-from .trial import (CHECKPOINT_FILE, check_gpus_visible, cpu_share, publish_run_files,
-                    split_config, write_error)
+from .trial import (CHECKPOINT_FILE, check_gpus_visible, cpu_share, end_on_recurring_error,
+                    publish_run_files, split_config, write_error)
 
 
 class _MemberFolders:
@@ -110,8 +110,6 @@ def train_fused(config: Dict[str, Any]) -> None:
             tune.report(_report(trainer, metrics),
                         checkpoint=tune.Checkpoint.from_directory(ckpt_dir) if due else None)
     except RECURRING_ERRORS as e:
-        reason = f"{type(e).__name__}: {e}"
-        write_error(reason)
-        tune.report({FAILED_KEY: reason, "epoch": trainer.epoch if trainer is not None else 0})
+        end_on_recurring_error(e, trainer.epoch if trainer is not None else 0)
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -25,13 +25,13 @@ from typing import Any, Dict, Optional
 from ray import tune
 
 from lci.config import TrainConfig
-from lci.errors import FAILED_KEY, RECURRING_ERRORS
+from lci.errors import RECURRING_ERRORS
 from lci.fitloop import train_loop
 from lci.names import FUSED_KEY
 from lci.trainer import Trainer
 
-from .trial import (CHECKPOINT_FILE, check_gpus_visible, cpu_share, publish_run_files,
-                    split_config, write_error)
+from .trial import (CHECKPOINT_FILE, check_gpus_visible, cpu_share, end_on_recurring_error,
+                    publish_run_files, split_config)
 
 def train_lci(config: Dict[str, Any]) -> None:
     """Tune function trainable: train one lci run, reporting every epoch (or, for a config
@@ -74,11 +74,7 @@ def train_lci(config: Dict[str, Any]) -> None:
 
         train_loop(trainer, checkpoint=save, report=report)
     except RECURRING_ERRORS as e:
-        # bad input or divergence: a retry would fail the same way, so the trial ends here,
-        # with its reason in error.txt and in its last result (study.trials reads both)
-        reason = f"{type(e).__name__}: {e}"
-        write_error(reason)
-        tune.report({FAILED_KEY: reason, "epoch": trainer.epoch if trainer is not None else 0})
+        end_on_recurring_error(e, trainer.epoch if trainer is not None else 0)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
 

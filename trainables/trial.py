@@ -106,3 +106,14 @@ def publish_run_files(run_dir: str, trial_path: Optional[str] = None) -> None:
         import warnings
 
         warnings.warn(f"could not copy the run files to the trial folder: {e}")
+
+
+def end_on_recurring_error(e: BaseException, epoch: int) -> None:
+    """A trial that hit bad input or diverged: a retry would fail the same way, so it ends
+    here, with its reason in ``error.txt`` and in its last result (study.trials reads both)."""
+    from lci.errors import FAILED_KEY
+
+    reason = f"{type(e).__name__}: {e}"
+    write_error(reason)
+    tune.report({FAILED_KEY: reason, "epoch": epoch})
+
