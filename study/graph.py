@@ -36,14 +36,14 @@ def build_graph(spec: StudySpec) -> List[ExperimentNode]:
         for c in spec.search_cells():
             name = spec.experiment_name(c, "search")
             searched.add(c.id)
-            nodes.append(ExperimentNode(name, c, "search", spec.search.trials, (),
+            nodes.append(ExperimentNode(name, c, "search", spec.phase_trials("search"), (),
                                         spec.search.max_concurrent))
     for c in spec.eval_cells():
         needs = (spec.experiment_name(c, "search"),) if c.id in searched else ()
         nodes.append(ExperimentNode(spec.experiment_name(c, "evaluation"), c, "evaluation",
-                                    len(spec.evaluation.seed_groups()), needs))
+                                    spec.phase_trials("evaluation"), needs))
     if spec.sweep:
-        n = len(spec.sweep.values) * len(spec.sweep.seed_groups())
+        n = spec.phase_trials("sweep")
         for c in spec.sweep_cells():
             needs = (spec.experiment_name(c, "search"),) if c.id in searched else ()
             nodes.append(ExperimentNode(spec.experiment_name(c, "sweep"), c, "sweep", n, needs))

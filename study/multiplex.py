@@ -76,6 +76,11 @@ class Plan:
     base: Optional[Dict[str, Any]] = None   # set when the experiment starts
     configs: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # trial id -> config
 
+    @classmethod
+    def of(cls, node) -> "Plan":
+        """The plan of an experiment of the study's graph (:class:`study.graph.ExperimentNode`)."""
+        return cls(node.name, node.phase, node.trials, node.needs, node.cap)
+
     @property
     def done(self) -> bool:
         return len(self.ended) >= self.trials

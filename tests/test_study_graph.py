@@ -65,7 +65,7 @@ class Hooks:
 
 def _mux(spec, tmp_path, **kw):
     hooks = Hooks(spec, str(tmp_path))
-    plans = [Plan(n.name, n.phase, n.trials, n.needs, n.cap) for n in build_graph(spec)]
+    plans = [Plan.of(n) for n in build_graph(spec)]
     return StudySearcher(str(tmp_path), plans, hooks=hooks, **kw), hooks
 
 
@@ -272,7 +272,7 @@ def test_a_moved_study_finds_its_runner_and_missed_ends_are_recorded(tmp_path):
     runner.state.open(spec.to_json())
     runner.experiments = {n.name: Experiment(n, ExperimentContext(spec)) for n in runner.nodes}
     runner.progress = StudyProgress(runner.key, 10, echo=lambda s: None)
-    plans = [Plan(n.name, n.phase, n.trials, n.needs, n.cap) for n in runner.nodes]
+    plans = [Plan.of(n) for n in runner.nodes]
     first = plans[0]
     first.ended = {f"t{i}": ({"seed": i}, {"epoch": 400, "test_acc": 0.5}, False)
                    for i in range(first.trials)}

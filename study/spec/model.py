@@ -158,12 +158,20 @@ class StudySpec:
             cfg["val_fraction"] = 0.0
         return cfg
 
+    def phase_trials(self, phase: str) -> int:
+        """The Tune trials of one cell's experiment of ``phase`` (the one place they are
+        counted: the graph, the searcher's plans and :meth:`trial_counts` read it). A fused
+        trial trains several seeds, and counts once."""
+        if phase == "search":
+            return self.search.trials if self.search else 0
+        if phase == "evaluation":
+            return len(self.evaluation.seed_groups())
+        return len(self.sweep.values) * len(self.sweep.seed_groups()) if self.sweep else 0
+
     def trial_counts(self) -> Dict[str, int]:
-        s = len(self.search_cells()) * (self.search.trials if self.search else 0)
-        # Tune trials: a fused trial trains several seeds
-        e = len(self.eval_cells()) * len(self.evaluation.seed_groups())
-        w = (len(self.sweep_cells()) * len(self.sweep.values) * len(self.sweep.seed_groups())
-             if self.sweep else 0)
+        s = len(self.search_cells()) * self.phase_trials("search")
+        e = len(self.eval_cells()) * self.phase_trials("evaluation")
+        w = len(self.sweep_cells()) * self.phase_trials("sweep")
         return {"search": s, "evaluation": e, "sweep": w, "total": s + e + w}
 
     def search_param_names(self) -> List[str]:
