@@ -22,7 +22,7 @@ from lci.methods import has_two_models
 from lci.names import LCI_METHODS, default_cell
 
 from study.phases import SEARCH, SWEEP
-from study.trials import FINISHED
+from study.trials import FINISHED, STUDY_FILE
 
 from .frames import FINAL_PHASES, RUNTIME_KEYS
 from .paper import dataset_label, method_label, setting_label
@@ -279,7 +279,7 @@ def _search_params(g: pd.DataFrame) -> List[str]:
     sdir = g["study_dir"].dropna().iloc[0] if "study_dir" in g.columns and g["study_dir"].notna().any() else None
     if sdir:
         try:
-            spec = json.loads((Path(sdir) / "study.json").read_text())
+            spec = json.loads((Path(sdir) / STUDY_FILE).read_text())
             params = spec.get("search_params") or []
             for c in spec.get("cells") or []:          # the cell's own list, when it has one
                 if isinstance(c, dict) and c.get("id") == g["cell"].iloc[0] and c.get("search_params"):

@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
-from study.trials import TrialRecord, read_trial
+from lci.names import PARAMS_FILE
+from lci.outputs import CONFIG_FILE, HISTORY_FILE, LABEL_ISSUES_FILE
+from study.trials import STUDY_FILE, TrialRecord, read_trial
 
 PathLike = Union[str, "os.PathLike[str]"]
 Paths = Union[PathLike, Sequence[PathLike]]
@@ -57,7 +59,7 @@ def _find_study(folder: Path, cache: Dict[Path, Optional[Path]]) -> Optional[Pat
     for _ in range(5):
         if p in cache:
             return cache[p]
-        if (p / "study.json").is_file():
+        if (p / STUDY_FILE).is_file():
             cache[p] = p
             return p
         if p.parent == p:
@@ -86,9 +88,9 @@ def discover(paths: Paths) -> List[Source]:
         for dirpath, dirnames, filenames in os.walk(root):
             files = set(filenames)
             folder = Path(dirpath)
-            if "params.json" in files:
+            if PARAMS_FILE in files:
                 kind = TUNE
-            elif "config.json" in files and "history.csv" in files:
+            elif CONFIG_FILE in files and HISTORY_FILE in files:
                 kind = RUN
             else:
                 dirnames[:] = sorted(d for d in dirnames
@@ -104,11 +106,11 @@ def discover(paths: Paths) -> List[Source]:
             if kind == TUNE and record is None:
                 continue  # a fused trial's own folder: its seeds' trials are beside it
             if record is not None and record.torn:
-                warnings.warn(f"cannot read {folder / 'params.json'}: empty or cut short "
+                warnings.warn(f"cannot read {folder / PARAMS_FILE}: empty or cut short "
                               "(an incomplete trial)", stacklevel=2)
             sdir = _find_study(folder, study_cache)
             if sdir is not None and sdir not in studies:
-                spec = read_json(sdir / "study.json")
+                spec = read_json(sdir / STUDY_FILE)
                 studies[sdir] = spec if isinstance(spec, dict) else {}
             sources.append(Source(folder, kind, sdir, studies.get(sdir, {}) if sdir else {},
                                   record))
@@ -128,13 +130,13 @@ def checkpoints(folder: Path) -> List[Path]:
 def find_label_issues(folder: Path, checkpoint_dirs: Sequence[Path] = ()) -> Optional[str]:
     """``label_issues.csv`` of the run: in the folder, in its latest checkpoint (our trainable
     uploads the run folder as the checkpoint), or one level down."""
-    p = folder / "label_issues.csv"
+    p = folder / LABEL_ISSUES_FILE
     if p.is_file():
         return str(p)
     for ck in checkpoint_dirs:
-        if (ck / "label_issues.csv").is_file():
-            return str(ck / "label_issues.csv")
+        if (ck / LABEL_ISSUES_FILE).is_file():
+            return str(ck / LABEL_ISSUES_FILE)
     for sub in sorted(folder.iterdir()):
-        if sub.is_dir() and not CHECKPOINT_DIR.match(sub.name) and (sub / "label_issues.csv").is_file():
-            return str(sub / "label_issues.csv")
+        if sub.is_dir() and not CHECKPOINT_DIR.match(sub.name) and (sub / LABEL_ISSUES_FILE).is_file():
+            return str(sub / LABEL_ISSUES_FILE)
     return None

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from lci.names import default_cell, setting_id
+from lci.outputs import CONFIG_FILE, HISTORY_FILE, RESULT_FILE
 from study.phases import EVALUATION, SEARCH, SWEEP
 from study.trials import ERROR_FILE, FAILED, FINISHED, INCOMPLETE, TrialRecord, failure_reason
 
@@ -235,10 +236,10 @@ def _read_tune_trial(src: Source) -> _Trial:
     study_name = params.pop("study", None) or src.study.get("name")
     config = flatten(params)
     ckpts = checkpoints(folder)
-    if ckpts and (ckpts[0] / "config.json").is_file():
+    if ckpts and (ckpts[0] / CONFIG_FILE).is_file():
         # the run's resolved config (our trainable uploads its run folder as the checkpoint):
         # fills keys that params.json leaves "auto" (epochs, model, lr, ...)
-        resolved = read_json(ckpts[0] / "config.json")
+        resolved = read_json(ckpts[0] / CONFIG_FILE)
         if isinstance(resolved, dict):
             for k, v in flatten(resolved).items():
                 if k in config and config[k] == "auto":
@@ -270,18 +271,18 @@ def _read_tune_trial(src: Source) -> _Trial:
 
 def _read_run(src: Source) -> _Trial:
     folder = src.path
-    cfg = read_json(folder / "config.json")
+    cfg = read_json(folder / CONFIG_FILE)
     config = flatten(cfg if isinstance(cfg, dict) else {})
     meta = read_json(folder / "meta.json") if (folder / "meta.json").is_file() else {}
     meta = meta if isinstance(meta, dict) else {}
     try:
-        epochs = pd.read_csv(folder / "history.csv")
+        epochs = pd.read_csv(folder / HISTORY_FILE)
     except (OSError, ValueError, pd.errors.EmptyDataError):
         epochs = pd.DataFrame()
     if "epoch" in epochs.columns:
         epochs = epochs.drop_duplicates(subset=["epoch"], keep="last").sort_values("epoch")
     epochs = epochs.reset_index(drop=True)
-    result_path = folder / "result.json"
+    result_path = folder / RESULT_FILE
     result = read_json(result_path) if result_path.is_file() else None
     final = dict(epochs.iloc[-1].dropna()) if len(epochs) else {}
     if isinstance(result, dict):

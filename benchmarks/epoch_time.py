@@ -101,7 +101,9 @@ def start(out: str, data_dir: str, method: str, mode: str, args, seed: int) -> s
 
 
 def read_history(out: str) -> List[Dict[str, float]]:
-    with open(os.path.join(out, "history.csv")) as fh:
+    from lci.outputs import HISTORY_FILE
+
+    with open(os.path.join(out, HISTORY_FILE)) as fh:
         return [{k: float(v) for k, v in row.items() if v not in ("", None)}
                 for row in csv.DictReader(fh)]
 

@@ -13,6 +13,7 @@ import uuid
 from typing import List
 
 from .errors import DivergenceError, LCIError
+from .outputs import CONFIG_FILE
 
 #: exit status of `lci train` when the loss becomes non-finite (2 is bad input)
 EXIT_DIVERGED = 3
@@ -40,7 +41,7 @@ def train_main(argv: List[str]) -> int:
     values = load_config_file(args.config) if args.config else {}
     if args.resume and not args.config and not args.sets and args.out:
         # resuming with no config given: the run's own config.json is the config
-        cfg_path = os.path.join(args.out, "config.json")
+        cfg_path = os.path.join(args.out, CONFIG_FILE)
         if os.path.isfile(cfg_path):
             values = load_config_file(cfg_path)
     values.update(parse_set_args(args.sets))

@@ -9,14 +9,15 @@ import torch
 
 from .config import TrainConfig
 from .errors import LCIError
+from .outputs import CHECKPOINT_FILE, CONFIG_FILE
 
 
 def load_run(run_dir: str):
     """A :class:`~lci.trainer.Trainer` restored from a finished (or checkpointed) run folder."""
     from .trainer import Trainer
 
-    cfg_path = os.path.join(run_dir, "config.json")
-    ckpt_path = os.path.join(run_dir, "checkpoint.pt")
+    cfg_path = os.path.join(run_dir, CONFIG_FILE)
+    ckpt_path = os.path.join(run_dir, CHECKPOINT_FILE)
     for p in (cfg_path, ckpt_path):
         if not os.path.isfile(p):
             raise LCIError(f"{run_dir!r} is not a run folder with a checkpoint: {p!r} is missing "

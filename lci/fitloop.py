@@ -6,6 +6,7 @@ from typing import Any, Callable, Dict, Optional, Union
 
 from .config import TrainConfig
 from .errors import LCIError
+from .outputs import CHECKPOINT_FILE, RESULT_FILE
 from .trainer import Trainer
 
 ProgressFn = Callable[[Trainer, Dict[str, float]], None]
@@ -47,7 +48,7 @@ def check_new_run_dir(out_dir: str) -> None:
     names = sorted(os.listdir(out_dir))
     if not names:
         return
-    if any(f in names for f in ("checkpoint.pt", "result.json")):
+    if any(f in names for f in (CHECKPOINT_FILE, RESULT_FILE)):
         raise LCIError(f"{out_dir!r} already holds a run; pass resume=True (--resume) to continue "
                        "it, or choose another output folder")
     shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
@@ -65,7 +66,7 @@ def fit(config: Union[TrainConfig, Dict[str, Any]], out_dir: Optional[str] = Non
     run is refused, so a finished run is never overwritten by accident.
     """
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
-    ckpt_path = os.path.join(out_dir, "checkpoint.pt") if out_dir else None
+    ckpt_path = os.path.join(out_dir, CHECKPOINT_FILE) if out_dir else None
     if out_dir and not resume:
         check_new_run_dir(out_dir)
     if resume and not out_dir:

@@ -172,6 +172,12 @@ def default_cell(config: Mapping[str, Any]) -> str:
                     None)
 
 
+#: The files of a Tune trial folder (Tune's config and per-epoch results, and the one-line
+#: reason of a failure): the one home of their names, for the trainables that write seed
+#: folders, the study's trial reader and analysis/.
+PARAMS_FILE, TUNE_RESULT_FILE, ERROR_FILE = "params.json", "result.json", "error.txt"
+
+
 # ------------------------------------------------------------------------- fused trials
 #: The config label of a fused trial (a study's ``fuse_seeds``): the seeds it trains as one
 #: network (:mod:`lci.fused`, ``trainables/fused.py``). Its own Tune folder holds only the fused

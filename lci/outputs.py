@@ -7,6 +7,12 @@ import math
 import os
 from typing import Any, Dict, List
 
+#: The files of a run folder: the one home of their names (lci, trainables, analysis read them)
+CONFIG_FILE, HISTORY_FILE, RESULT_FILE = "config.json", "history.csv", "result.json"
+LABEL_ISSUES_FILE, CHECKPOINT_FILE = "label_issues.csv", "checkpoint.pt"
+#: what a trial copies to its folder when it ends (the checkpoint holds them too)
+RUN_FILES = (CONFIG_FILE, HISTORY_FILE, RESULT_FILE, LABEL_ISSUES_FILE)
+
 
 def _jsonable(v: Any) -> Any:
     if isinstance(v, float) and not math.isfinite(v):
@@ -47,11 +53,11 @@ class RunWriter:
     def __init__(self, out_dir: str):
         self.out_dir = os.path.abspath(out_dir)
         check_writable(self.out_dir)
-        self.history_path = os.path.join(self.out_dir, "history.csv")
+        self.history_path = os.path.join(self.out_dir, HISTORY_FILE)
         self._columns: List[str] = []
 
     def write_config(self, cfg: Dict[str, Any]) -> None:
-        write_json_atomic(os.path.join(self.out_dir, "config.json"), cfg)
+        write_json_atomic(os.path.join(self.out_dir, CONFIG_FILE), cfg)
 
     def append_history(self, row: Dict[str, float]) -> None:
         if not self._columns or any(k not in self._columns for k in row):
@@ -81,9 +87,9 @@ class RunWriter:
         os.replace(tmp, self.history_path)
 
     def write_result(self, result: Dict[str, Any]) -> None:
-        write_json_atomic(os.path.join(self.out_dir, "result.json"), result)
+        write_json_atomic(os.path.join(self.out_dir, RESULT_FILE), result)
 
     def write_label_issues(self, df) -> None:
         tmp = os.path.join(self.out_dir, "label_issues.csv.tmp")
         df.to_csv(tmp, index=False)
-        os.replace(tmp, os.path.join(self.out_dir, "label_issues.csv"))
+        os.replace(tmp, os.path.join(self.out_dir, LABEL_ISSUES_FILE))

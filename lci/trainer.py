@@ -33,7 +33,7 @@ from .metrics import confidence_stats, predict_logits, predict_logits_stream
 from .models import create_model
 from .names import human_noise_key
 from .noise import make_noisy_labels
-from .outputs import RunWriter
+from .outputs import CHECKPOINT_FILE, RunWriter
 
 logger = logging.getLogger(__name__)
 
@@ -427,7 +427,7 @@ class Trainer:
             self.writer.rewrite_history(self.history)
 
     def save_checkpoint(self, path: Optional[str] = None) -> str:
-        path = path or os.path.join(self.writer.out_dir, "checkpoint.pt")
+        path = path or os.path.join(self.writer.out_dir, CHECKPOINT_FILE)
         ckpt.save_atomic(self.state_dict(), path)
         return path
 

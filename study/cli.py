@@ -13,6 +13,7 @@ from lci.errors import LCIError
 
 from .cost import check_budget
 from .spec import load_spec, preset_names
+from .trials import STUDY_FILE
 
 
 def _sweep_parser() -> argparse.ArgumentParser:
@@ -116,7 +117,7 @@ def demo_main(argv: List[str]) -> int:
     check_counts(args, "num_cpus")
     out = os.path.abspath(args.out)
     spec = load_spec("demo", storage=os.path.dirname(out), name=os.path.basename(out))
-    resume = os.path.isfile(os.path.join(out, "study.json"))
+    resume = os.path.isfile(os.path.join(out, STUDY_FILE))
     rc = _run(spec, resume=resume, num_cpus=args.num_cpus, reading=demo_reading)
     if rc == 130:
         return rc

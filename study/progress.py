@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional
 
 from ray import tune
 
-from .trials import EXPERIMENT_KEY, FAILED_KEY
+from .trials import ERROR_FILE, EXPERIMENT_KEY, FAILED_KEY
 from .trials import failure_reason as _reason_of
 
 class StudyProgress:
@@ -114,7 +114,7 @@ def view(key: Optional[str]) -> Optional[StudyProgress]:
 def failure_reason(trial: Any) -> str:
     """One line: the trainable's own reason, or the last line of Tune's error.txt."""
     try:
-        with open(f"{trial.local_path}/error.txt") as fh:
+        with open(f"{trial.local_path}/{ERROR_FILE}") as fh:
             text = fh.read()
     except (OSError, TypeError):
         text = None

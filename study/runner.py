@@ -31,7 +31,7 @@ from .results import Summary, best_trial, build_summary, get_path
 from .signals import StopSignals
 from .spec import StudySpec
 from .state import StudyState
-from .trials import INCOMPLETE, TRIALS_DIR, read_study_trials
+from .trials import INCOMPLETE, STUDY_FILE, TRIALS_DIR, read_study_trials
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class StudyRunner:
         from .tracking import tracking_callbacks
 
         tracking_callbacks(self.spec.tracking, self.spec.name, self.dir)  # MLflow installed?
-        if self.resume and storage.read_json(self.state.path("study.json")) is None:
+        if self.resume and storage.read_json(self.state.path(STUDY_FILE)) is None:
             self.echo(f"nothing to resume in {self.dir}; starting the study")
         self.state.open(self.spec.to_json())
 

@@ -23,9 +23,9 @@ from typing import Any, Dict, List, Optional, Tuple
 from lci.errors import LCIError
 
 from . import storage
+from .trials import STATE_FILE, STUDY_FILE, SUMMARY_FILE  # noqa: F401  (their home)
 from .secrets import mask
 
-STUDY_FILE, STATE_FILE, SUMMARY_FILE = "study.json", "study_state.json", "summary.json"
 #: what must be the same for ``--resume`` to continue a study with a spec: the spec as
 #: written (every key but those below), and what the version resuming it derives from it
 RESUME_KEYS = ("cells", "search", "sweep", "seed_values", "experiments", "scheduler",

@@ -24,12 +24,11 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional
 
 from lci.errors import FAILED_KEY
-from lci.names import is_fused_container
+from lci.names import ERROR_FILE, PARAMS_FILE, TUNE_RESULT_FILE, is_fused_container
 
 from . import storage
 
 FINISHED, FAILED, STOPPED, INCOMPLETE = "finished", "failed", "stopped", "incomplete"
-ERROR_FILE = "error.txt"
 #: kinds of failure (:meth:`TrialRecord.failure_kind`)
 DIVERGED, REFUSED, CRASHED = "diverged", "refused", "crashed"
 
@@ -119,7 +118,7 @@ def read_result_lines(text: str) -> List[Dict[str, Any]]:
 
 
 def _result_lines(trial_path: str) -> List[Dict[str, Any]]:
-    return read_result_lines(_text_or_empty(storage.join(trial_path, "result.json")))
+    return read_result_lines(_text_or_empty(storage.join(trial_path, TUNE_RESULT_FILE)))
 
 
 def _text_or_empty(path: str) -> str:
@@ -137,11 +136,11 @@ def read_trial(path: str, name: Optional[str] = None) -> Optional[TrialRecord]:
     folder is no trial either: its seeds' folders are read instead."""
     folder = name or path.rstrip("/").rsplit("/", 1)[-1]
     try:
-        config = storage.read_json(storage.join(path, "params.json"))
+        config = storage.read_json(storage.join(path, PARAMS_FILE))
         torn = not isinstance(config, dict)
     except storage.TornFile:
         config, torn = None, True
-    if config is None and not storage.exists(storage.join(path, "params.json")):
+    if config is None and not storage.exists(storage.join(path, PARAMS_FILE)):
         return None
     if not torn and is_fused_container(config) and not _failed_before_seeds(path, config):
         return None  # its seeds' folders are read instead
@@ -177,6 +176,9 @@ def read_trials(folder: str) -> List[TrialRecord]:
     return out
 
 
+#: The study folder's own files (:mod:`study.state` writes them; analysis/ reads study.json):
+#: the one home of their names, beside TRIALS_DIR below.
+STUDY_FILE, STATE_FILE, SUMMARY_FILE = "study.json", "study_state.json", "summary.json"
 EXPERIMENT_KEY = "experiment"  # the config label naming a trial's experiment
 #: the study's Tune run inside the study folder: Tune's state files and every trial folder.
 #: (Not the study folder itself: a restored Tune run copies the top-level .json files of its

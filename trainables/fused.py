@@ -25,9 +25,11 @@ from ray import tune
 
 from lci.errors import FAILED_KEY, RECURRING_ERRORS
 from lci.fused import FusedTrainer
-from lci.names import FUSED_KEY, MEMBERS_LIVE_KEY, fused_member_folder
+from lci.names import (FUSED_KEY, MEMBERS_LIVE_KEY, PARAMS_FILE, TUNE_RESULT_FILE,
+                       fused_member_folder)
+from lci.outputs import CHECKPOINT_FILE
 
-from .trial import (CHECKPOINT_FILE, check_gpus_visible, cpu_share, end_on_recurring_error,
+from .trial import (check_gpus_visible, cpu_share, end_on_recurring_error,
                     publish_run_files, split_config, write_error)
 
 
@@ -42,7 +44,7 @@ class _MemberFolders:
         params = {k: v for k, v in config.items() if k != FUSED_KEY}
         for path, seed in zip(self.paths, seeds):
             self.fs.create_dir(path, recursive=True)
-            self._write(path, "params.json", json.dumps({**params, "seed": seed}, indent=2))
+            self._write(path, PARAMS_FILE, json.dumps({**params, "seed": seed}, indent=2))
 
     def _write(self, path: str, name: str, text: str) -> None:
         with self.fs.open_output_stream(f"{path}/{name}") as fh:
@@ -62,7 +64,7 @@ class _MemberFolders:
             if reason is not None:
                 lines.append({FAILED_KEY: reason, "epoch": m.epoch, "trial_id": tid})
                 write_error(reason, path)
-            self._write(path, "result.json", "".join(json.dumps(l) + "\n" for l in lines))
+            self._write(path, TUNE_RESULT_FILE, "".join(json.dumps(l) + "\n" for l in lines))
             if final is not None and m.writer is not None:
                 publish_run_files(m.writer.out_dir, path)
 

@@ -27,10 +27,11 @@ from ray import tune
 from lci.config import TrainConfig
 from lci.errors import RECURRING_ERRORS
 from lci.fitloop import train_loop
+from lci.outputs import CHECKPOINT_FILE, CONFIG_FILE, HISTORY_FILE, RESULT_FILE
 from lci.names import FUSED_KEY
 from lci.trainer import Trainer
 
-from .trial import (CHECKPOINT_FILE, check_gpus_visible, cpu_share, end_on_recurring_error,
+from .trial import (check_gpus_visible, cpu_share, end_on_recurring_error,
                     publish_run_files, split_config)
 
 def train_lci(config: Dict[str, Any]) -> None:
@@ -95,9 +96,9 @@ def _replay_finished_run(cfg: TrainConfig) -> bool:
             with fs.open_input_stream(f"{run}/{name}") as fh:
                 return fh.read().decode()
 
-        saved_cfg = json.loads(read("config.json"))
-        result = json.loads(read("result.json"))
-        rows = list(csv.DictReader(io.StringIO(read("history.csv"))))
+        saved_cfg = json.loads(read(CONFIG_FILE))
+        result = json.loads(read(RESULT_FILE))
+        rows = list(csv.DictReader(io.StringIO(read(HISTORY_FILE))))
     except Exception:  # no finished run there (the usual case), or unreadable: train
         return False
     resolved = cfg.resolved().to_dict()

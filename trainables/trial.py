@@ -12,13 +12,13 @@ from ray import tune
 
 from lci.config import TrainConfig
 from lci.errors import LCIError
-from lci.names import FUSED_KEY
+from lci.names import ERROR_FILE, FUSED_KEY
+from lci.outputs import RUN_FILES
 
 #: Config keys a study adds to every trial besides the TrainConfig fields. They label the trial
 #: in ``params.json`` (for analysis/) and are stripped before ``TrainConfig.from_dict``;
 #: ``fused_seeds`` makes the trial train those seeds as one fused network.
 TRIAL_EXTRA_KEYS = ("cell", "phase", "study", "experiment", FUSED_KEY)
-CHECKPOINT_FILE = "checkpoint.pt"
 
 
 def split_config(config: Mapping[str, Any]) -> Tuple[TrainConfig, Dict[str, Any]]:
@@ -74,16 +74,15 @@ def write_error(reason: str, trial_path: Optional[str] = None) -> None:
     (``trial_path``: another trial folder than this trial's, a fused seed's)."""
     try:
         st = tune.get_context().get_storage()
-        path = f"{trial_path or st.trial_fs_path}/error.txt"
+        path = f"{trial_path or st.trial_fs_path}/{ERROR_FILE}"
         with st.storage_filesystem.open_output_stream(path) as fh:
             fh.write((reason + "\n").encode())
     except Exception as e:  # the reason still reaches the driver in the last result
         import warnings
 
-        warnings.warn(f"could not write error.txt: {e}")
+        warnings.warn(f"could not write {ERROR_FILE}: {e}")
 
 
-RUN_FILES = ("config.json", "history.csv", "result.json", "label_issues.csv")
 
 
 def publish_run_files(run_dir: str, trial_path: Optional[str] = None) -> None:
