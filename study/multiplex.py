@@ -63,23 +63,35 @@ class StudyHooks(Protocol):
 
 @dataclass
 class Plan:
-    """One experiment as the searcher schedules it."""
-    name: str
-    phase: str
-    trials: int
-    needs: Tuple[str, ...] = ()
-    cap: Optional[int] = None
-    # state
+    """The searcher's state of one experiment of the study's graph: the experiment itself is
+    its :class:`~study.graph.ExperimentNode` (name, phase, trials, what it waits for, its
+    cap), made once from the spec; this adds what was suggested and what ended."""
+    node: Any                               # study.graph.ExperimentNode
     suggested: int = 0
     live: Set[str] = field(default_factory=set)
     ended: Dict[str, Tuple[Dict[str, Any], Dict[str, Any], bool]] = field(default_factory=dict)
     base: Optional[Dict[str, Any]] = None   # set when the experiment starts
     configs: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # trial id -> config
 
-    @classmethod
-    def of(cls, node) -> "Plan":
-        """The plan of an experiment of the study's graph (:class:`study.graph.ExperimentNode`)."""
-        return cls(node.name, node.phase, node.trials, node.needs, node.cap)
+    @property
+    def name(self) -> str:
+        return self.node.name
+
+    @property
+    def phase(self) -> str:
+        return self.node.phase
+
+    @property
+    def trials(self) -> int:
+        return self.node.trials
+
+    @property
+    def needs(self) -> Tuple[str, ...]:
+        return self.node.needs
+
+    @property
+    def cap(self) -> Optional[int]:
+        return self.node.cap
 
     @property
     def done(self) -> bool:

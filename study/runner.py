@@ -192,7 +192,7 @@ class StudyRunner:
                 storage.remove_tree(r.path)
         for e in self.experiments.values():
             e.fresh_start()
-        plans = [Plan.of(n) for n in self.nodes]
+        plans = [Plan(n) for n in self.nodes]
         searcher = StudySearcher(self.dir, plans, max_concurrent=self.max_concurrent,
                                  max_experiments=self.max_experiments, hooks=self)
         self.searcher = searcher

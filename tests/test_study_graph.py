@@ -4,6 +4,8 @@ saved state and one ASHA per search. No Ray cluster here: the searcher and the t
 are driven the way Tune's controller drives them."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher
@@ -65,7 +67,7 @@ class Hooks:
 
 def _mux(spec, tmp_path, **kw):
     hooks = Hooks(spec, str(tmp_path))
-    plans = [Plan.of(n) for n in build_graph(spec)]
+    plans = [Plan(n) for n in build_graph(spec)]
     return StudySearcher(str(tmp_path), plans, hooks=hooks, **kw), hooks
 
 
@@ -120,7 +122,7 @@ def test_caps_study_wide_per_search_and_one_experiment_at_a_time(tmp_path):
     capped, _ = _mux(search, tmp_path / "cap")
     for p in capped.plans:
         if p.phase == "search":
-            p.cap = 2
+            p.node = dataclasses.replace(p.node, cap=2)
     names = [c["experiment"] for c in (capped.suggest(f"c{i}") for i in range(40)) if c]
     for p in capped.plans:
         if p.phase == "search":
@@ -272,7 +274,7 @@ def test_a_moved_study_finds_its_runner_and_missed_ends_are_recorded(tmp_path):
     runner.state.open(spec.to_json())
     runner.experiments = {n.name: Experiment(n, ExperimentContext(spec)) for n in runner.nodes}
     runner.progress = StudyProgress(runner.key, 10, echo=lambda s: None)
-    plans = [Plan.of(n) for n in runner.nodes]
+    plans = [Plan(n) for n in runner.nodes]
     first = plans[0]
     first.ended = {f"t{i}": ({"seed": i}, {"epoch": 400, "test_acc": 0.5}, False)
                    for i in range(first.trials)}
