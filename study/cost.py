@@ -24,13 +24,14 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from lci.errors import LCIError, allowed
 
+from .phases import PHASES
+
 EPOCH_TIMES_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "epoch_times.csv")
 BUDGET_KEYS = {"gpu_hours": "refuse the study when its GPU-hours (the dry run's) exceed this",
                "gpu": "the GPU kind the epoch times are taken for (default H200)"}
 DEFAULT_GPU = "H200"
 #: training images of the named sets whose size is known without loading them
 TRAIN_IMAGES = {"cifar10": 50000, "cifar100": 50000}
-PHASES = ("search", "evaluation", "sweep")
 
 
 def epoch_times(path: str = EPOCH_TIMES_FILE) -> Dict[Tuple[str, str, str], Tuple[int, float]]:

@@ -15,6 +15,7 @@ from lci.errors import LCIError
 from lci.names import FUSED_KEY, MEMBERS_LIVE_KEY
 
 from .graph import ExperimentNode
+from .phases import EVALUATION, SEARCH, SWEEP
 from .spec import StudySpec, set_path, with_params
 from .trials import EXPERIMENT_KEY, FAILED, FINISHED, TrialRecord, trial_folder_name
 
@@ -90,7 +91,7 @@ class Experiment:
         """Evaluation: one config per seed; sweep: values x seeds (the value varies slowest).
         With ``fuse_seeds`` one config per value holds all the seeds (``FUSED_KEY``)."""
         spec, phase = self.ctx.spec, self.node.phase
-        if phase == "evaluation":
+        if phase == EVALUATION:
             return [_seeds_config(g) for g in spec.evaluation.seed_groups()]
         sw = spec.sweep
         out = []
@@ -109,14 +110,14 @@ class Experiment:
 
         spec, node = self.ctx.spec, self.node
         base = self.base_config(params)
-        if node.phase == "search":
+        if node.phase == SEARCH:
             search = spec.search
             return make_searcher(node.cell.search_params, metric=search.metric,
                                  mode=search.mode, seed=search.seed,
                                  n_startup_trials=search.startup_trials,
                                  epochs=self.epochs(base), study_name=node.cell.id,
                                  storage=self.ctx.optuna_storage), base
-        metric = spec.sweep.metric if node.phase == "sweep" else spec.evaluation.metric
+        metric = spec.sweep.metric if node.phase == SWEEP else spec.evaluation.metric
         return ConfigListSearcher(self.trial_configs(), metric=metric, mode="max"), base
 
     def asha(self) -> Optional[Dict[str, Any]]:
@@ -124,7 +125,7 @@ class Experiment:
         ASHA stops weak trials at its rungs and TruncationAwareOptunaSearch tells Optuna they
         were PRUNED. Search phase only: evaluations and sweeps run to the end."""
         spec = self.ctx.spec
-        if self.node.phase != "search" or spec.scheduler is None:
+        if self.node.phase != SEARCH or spec.scheduler is None:
             return None
         return {"metric": spec.search.metric, "mode": spec.search.mode, "time_attr": "epoch",
                 "max_t": spec.scheduler.max_t or self.epochs(self.base_config({})),
@@ -133,7 +134,7 @@ class Experiment:
 
     def fresh_start(self) -> None:
         """A search that starts over also starts its Optuna study over."""
-        if self.node.phase == "search" and self.ctx.optuna_storage is not None:
+        if self.node.phase == SEARCH and self.ctx.optuna_storage is not None:
             import optuna
 
             try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
+from .phases import EVALUATION, SEARCH, SWEEP
 from .spec import Cell, StudySpec
 
 
@@ -34,19 +35,19 @@ def build_graph(spec: StudySpec) -> List[ExperimentNode]:
     searched = set()
     if spec.search:
         for c in spec.search_cells():
-            name = spec.experiment_name(c, "search")
+            name = spec.experiment_name(c, SEARCH)
             searched.add(c.id)
-            nodes.append(ExperimentNode(name, c, "search", spec.phase_trials("search"), (),
+            nodes.append(ExperimentNode(name, c, SEARCH, spec.phase_trials(SEARCH), (),
                                         spec.search.max_concurrent))
     for c in spec.eval_cells():
-        needs = (spec.experiment_name(c, "search"),) if c.id in searched else ()
-        nodes.append(ExperimentNode(spec.experiment_name(c, "evaluation"), c, "evaluation",
-                                    spec.phase_trials("evaluation"), needs))
+        needs = (spec.experiment_name(c, SEARCH),) if c.id in searched else ()
+        nodes.append(ExperimentNode(spec.experiment_name(c, EVALUATION), c, EVALUATION,
+                                    spec.phase_trials(EVALUATION), needs))
     if spec.sweep:
-        n = spec.phase_trials("sweep")
+        n = spec.phase_trials(SWEEP)
         for c in spec.sweep_cells():
-            needs = (spec.experiment_name(c, "search"),) if c.id in searched else ()
-            nodes.append(ExperimentNode(spec.experiment_name(c, "sweep"), c, "sweep", n, needs))
+            needs = (spec.experiment_name(c, SEARCH),) if c.id in searched else ()
+            nodes.append(ExperimentNode(spec.experiment_name(c, SWEEP), c, SWEEP, n, needs))
     return nodes
 
 
@@ -57,9 +58,9 @@ def study_width(nodes: List[ExperimentNode], max_concurrent: Optional[int] = Non
     every cell; then the study-wide cap and the cluster's slots bound it."""
     per_cell: Dict[str, Dict[str, int]] = {}
     for n in nodes:
-        d = per_cell.setdefault(n.cell.id, {"search": 0, "after": 0})
-        d["search" if n.phase == "search" else "after"] += n.width
-    width = sum(max(d["search"], d["after"]) for d in per_cell.values())
+        d = per_cell.setdefault(n.cell.id, {SEARCH: 0, "after": 0})
+        d[SEARCH if n.phase == SEARCH else "after"] += n.width
+    width = sum(max(d[SEARCH], d["after"]) for d in per_cell.values())
     for bound in (max_concurrent, slots):
         if bound:
             width = min(width, bound)

@@ -1,7 +1,7 @@
 """What each cell of a study trains with: views, lr, weight decay, loss weights (protocol view).
 
 :func:`cell_settings` resolves every cell's evaluation config the way a trial does
-(``spec.phase_config(cell, "evaluation")`` then :meth:`lci.TrainConfig.resolved`), so the
+(``spec.phase_config(cell, EVALUATION)`` then :meth:`lci.TrainConfig.resolved`), so the
 values are the ones in use, profile defaults included; :func:`format_cell_settings` prints
 them as one markdown table, methods x noise settings (the README's protocol table is this
 output for ``table1_cifar10``).
@@ -12,6 +12,8 @@ from typing import Any, Dict, List
 
 from lci.config import TrainConfig
 from lci.methods import LCI_METHODS, get_method, loss_of
+
+from .phases import EVALUATION
 
 __all__ = ["views_of", "cell_settings", "format_cell_settings", "describe"]
 
@@ -39,7 +41,7 @@ def cell_settings(spec) -> List[Dict[str, Any]]:
     here are only the starting ones)."""
     rows = []
     for cell in spec.cells:
-        cfg = TrainConfig.from_dict(spec.phase_config(cell, "evaluation")).resolved()
+        cfg = TrainConfig.from_dict(spec.phase_config(cell, EVALUATION)).resolved()
         loss = loss_of(cfg.method, cfg.robust_loss)
         pi1 = cfg.robust_loss_params.get("pi1", 0.5) if loss in ("js", "gjs") else None
         rows.append({

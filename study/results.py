@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
+from .phases import EVALUATION, SWEEP
 from .summary_stats import finite_number, summarize
 from .trials import CRASHED, DIVERGED, FAILED, REFUSED, TrialRecord, get_path
 
@@ -114,7 +115,7 @@ def build_summary(spec, nodes, trials: Mapping[str, List[TrialRecord]],
                 s.add_failure(node.name, r)
         done = [r for r in recs if r.finished()]
         cell = node.cell
-        if node.phase == "evaluation":
+        if node.phase == EVALUATION:
             row = {"cell": cell.id, "method": cell.method, "noise": cell.noise,
                    "robust_loss": cell.robust_loss, "params": chosen_params(cell),
                    metric: mean_std([r.last.get(metric) for r in done]),
@@ -123,7 +124,7 @@ def build_summary(spec, nodes, trials: Mapping[str, List[TrialRecord]],
             if found and spec.search:
                 row["search_" + spec.search.metric] = found.get(spec.search.metric)
             s.cells.append(row)
-        elif node.phase == "sweep":
+        elif node.phase == SWEEP:
             sw = spec.sweep
             points = [{"value": v, **mean_std([r.last.get(sw.metric) for r in done
                                                if get_path(r.config, sw.param.path) == v])}

@@ -32,6 +32,7 @@ from .signals import StopSignals
 from .spec import StudySpec
 from .state import StudyState
 from .trials import INCOMPLETE, STUDY_FILE, TRIALS_DIR, read_study_trials
+from .phases import EVALUATION, SEARCH, SWEEP
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class StudyRunner:
         check_budget(self.spec)
         if self.resume:
             check_resumable(self.spec, self.dir, [n.name for n in self.nodes],
-                            [n.name for n in self.nodes if n.phase == "search"])
+                            [n.name for n in self.nodes if n.phase == SEARCH])
         check_services(self.spec)
         for w in check_datasets(self.spec, named_sets_here=not self.address):
             self.echo(f"warning: {w}")
@@ -98,8 +99,8 @@ class StudyRunner:
         spec = self.spec
         counts = spec.trial_counts()
         self.echo(f"study {spec.name}: {len(spec.cells)} cells, {len(self.nodes)} experiments, "
-                  f"{counts['total']} trials (search {counts['search']}, evaluation "
-                  f"{counts['evaluation']}, sweep {counts['sweep']}) -> {self.dir}")
+                  f"{counts['total']} trials (search {counts[SEARCH]}, evaluation "
+                  f"{counts[EVALUATION]}, sweep {counts[SWEEP]}) -> {self.dir}")
         ctx = self._ctx = self.context()
         self.experiments = {n.name: Experiment(n, ctx) for n in self.nodes}
         if spec.search:
@@ -244,7 +245,7 @@ class StudyRunner:
 
     def sub_searcher(self, name: str):
         exp = self.experiments[name]
-        params = {} if exp.node.phase == "search" else self.chosen_params(exp.node.cell)
+        params = {} if exp.node.phase == SEARCH else self.chosen_params(exp.node.cell)
         return exp.searcher(params)
 
     def experiment_ended(self, name: str, records) -> None:
@@ -254,11 +255,11 @@ class StudyRunner:
         # a search ends again when --resume reruns its errored trials; once an evaluation or
         # sweep has started with its best parameters, those stay the cell's parameters
         started = self.searcher is not None and self.searcher.dependents_started(node.name)
-        if node.phase == "search" and not started:
+        if node.phase == SEARCH and not started:
             self._record_best(node, exp, records)
         self.state.set_experiment(node.name, status="done" if not out["failed"] else "errors",
                                   **out)
-        if node.phase == "search":
+        if node.phase == SEARCH:
             self._export_searches()
         tail = f", {out['failed']} failed (see error.txt in their folders)" if out["failed"] else ""
         self.progress.experiment_line(f"{node.name}: done, {out['finished']} of "
@@ -274,7 +275,7 @@ class StudyRunner:
         subs = self.searcher.searches() if self.searcher is not None else {}
         done = {self.experiments[name].node.cell.id: sub.optuna_study()[1]
                 for name, sub in subs.items()
-                if self.experiments[name].node.phase == "search"
+                if self.experiments[name].node.phase == SEARCH
                 and self.state.experiment_ended(name)}
         if done:
             export_searches(list(done), done, self.dir)

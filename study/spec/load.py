@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 from lci.config import TrainConfig
 from lci.errors import ConfigError, LCIError, allowed
+from ..phases import EVALUATION, SEARCH, SWEEP
 from lci.names import (BASELINE_METHODS, LCI_METHODS, METHODS, ROBUST_LOSSES,
                        dataset_tag, human_noise_datasets, human_noise_key, noise_applies,
                        parse_noise)
@@ -311,16 +312,16 @@ def _validate_configs(spec: StudySpec) -> None:
     for c in spec.cells:
         check(c.base, f"cell {c.id}")
         if c.searched and spec.search:
-            base = spec.phase_config(c, "search")
+            base = spec.phase_config(c, SEARCH)
             check(base, f"cell {c.id} (search)")
             for corner in ("low", "high"):
                 vals = {p.name: (getattr(p, corner) if p.kind == "float" else
                                  (min(p.choices) if corner == "low" else max(p.choices)))
                         for p in c.search_params}
                 check(with_params(base, vals), f"cell {c.id}: search.params at their {corner} ends")
-        check(spec.phase_config(c, "evaluation"), f"cell {c.id} (evaluation)")
+        check(spec.phase_config(c, EVALUATION), f"cell {c.id} (evaluation)")
         if c.id in sweep_ids:
-            base = spec.phase_config(c, "sweep")
+            base = spec.phase_config(c, SWEEP)
             for v in spec.sweep.values:
                 check(with_params(base, {spec.sweep.param.name: v}),
                       f"cell {c.id}: sweep {spec.sweep.param.name}={v:g}")

@@ -7,6 +7,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
+from ..phases import EVALUATION, SEARCH, SWEEP
 from ..storage import join as join_path
 from .cells import Cell
 from .params import Param, param_applies, set_path
@@ -135,9 +136,9 @@ class StudySpec:
         return out
 
     def experiment_name(self, cell: Cell, phase: str) -> str:
-        if phase == "search":
+        if phase == SEARCH:
             return f"{cell.id}__search"
-        if phase == "evaluation":
+        if phase == EVALUATION:
             return f"{cell.id}__eval"
         return f"sweep_{self.sweep.param.name}__{cell.id}"
 
@@ -145,12 +146,12 @@ class StudySpec:
         """The TrainConfig keys of a trial of this cell and phase, before searched/best
         parameters and the seed (which the runner adds)."""
         cfg = copy.deepcopy(cell.base)
-        if phase == "search":
+        if phase == SEARCH:
             cfg.update(copy.deepcopy(self.search.fixed))
             cfg["val_fraction"] = self.search.val_fraction
             for p in cell.fixed_params:
                 set_path(cfg, p.path, p.value)
-        elif phase == "evaluation":
+        elif phase == EVALUATION:
             cfg.update(copy.deepcopy(self.evaluation.fixed))
             cfg["val_fraction"] = 0.0
         else:
@@ -162,17 +163,17 @@ class StudySpec:
         """The Tune trials of one cell's experiment of ``phase`` (the one place they are
         counted: the graph, the searcher's plans and :meth:`trial_counts` read it). A fused
         trial trains several seeds, and counts once."""
-        if phase == "search":
+        if phase == SEARCH:
             return self.search.trials if self.search else 0
-        if phase == "evaluation":
+        if phase == EVALUATION:
             return len(self.evaluation.seed_groups())
         return len(self.sweep.values) * len(self.sweep.seed_groups()) if self.sweep else 0
 
     def trial_counts(self) -> Dict[str, int]:
-        s = len(self.search_cells()) * self.phase_trials("search")
-        e = len(self.eval_cells()) * self.phase_trials("evaluation")
-        w = len(self.sweep_cells()) * self.phase_trials("sweep")
-        return {"search": s, "evaluation": e, "sweep": w, "total": s + e + w}
+        s = len(self.search_cells()) * self.phase_trials(SEARCH)
+        e = len(self.eval_cells()) * self.phase_trials(EVALUATION)
+        w = len(self.sweep_cells()) * self.phase_trials(SWEEP)
+        return {SEARCH: s, EVALUATION: e, SWEEP: w, "total": s + e + w}
 
     def search_param_names(self) -> List[str]:
         names: List[str] = []
@@ -215,9 +216,9 @@ class StudySpec:
         }
 
     def experiment_names(self) -> List[str]:
-        names = [self.experiment_name(c, "search") for c in self.search_cells()]
-        names += [self.experiment_name(c, "evaluation") for c in self.eval_cells()]
-        names += [self.experiment_name(c, "sweep") for c in self.sweep_cells()]
+        names = [self.experiment_name(c, SEARCH) for c in self.search_cells()]
+        names += [self.experiment_name(c, EVALUATION) for c in self.eval_cells()]
+        names += [self.experiment_name(c, SWEEP) for c in self.sweep_cells()]
         return names
 
     def describe(self) -> str:
@@ -241,8 +242,8 @@ class StudySpec:
                 params += "; fixed " + ", ".join(p.describe() for p in c.fixed_params)
             lines.append(f"  {c.id:<{w}}  {s:>6}  {e:>4}  {sw:>5}  {params}")
         t = self.trial_counts()
-        lines.append(f"  trials: search {t['search']}, evaluation {t['evaluation']}, "
-                     f"sweep {t['sweep']}, total {t['total']}")
+        lines.append(f"  trials: search {t[SEARCH]}, evaluation {t[EVALUATION]}, "
+                     f"sweep {t[SWEEP]}, total {t['total']}")
         if self.search:
             lines.append(f"  search: {self.search.metric} ({self.search.mode}) on a "
                          f"{self.search.val_fraction:g} noisy validation split, TPE seed "
