@@ -51,16 +51,6 @@ def _realworld_datasets() -> Tuple[str, ...]:
     return file_backed_names()
 
 
-def __getattr__(name: str):
-    # REGISTERED_DATASETS / REALWORLD_DATASETS stay importable from here (PEP 562), computed
-    # from the registry when asked for.
-    if name == "REGISTERED_DATASETS":
-        return _registered_datasets()
-    if name == "REALWORLD_DATASETS":
-        return _realworld_datasets()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 # The values of the "auto" fields per data set (profiles) are registered with each set in the
 # data set registry (lci.data.registry.DatasetProfile); resolved() reads them from there.
 

@@ -29,7 +29,7 @@ from .methods import BASELINE_METHODS, LCI_METHODS, METHODS  # noqa: F401  (name
 ROBUST_LOSSES = ("gce", "mae", "sce", "nce_rce", "js", "gjs", "ce", "bs", "ls")
 
 # Data set names live in the data set registry (lci.data), where each set is registered with
-# its loader; lci.config.REGISTERED_DATASETS reads them from there.
+# its loader; lci.data.dataset_names() lists them.
 
 # ------------------------------------------------------------------------------------ noise
 NOISE_KINDS = ("none", "sym", "asym", "matrix")

@@ -36,15 +36,11 @@ from .registry import (DATASETS, FORMATS, USER_DATA_PROFILE, DatasetProfile, Dat
                        register_dataset, register_format)
 from .splits import HOLDOUT_FRACTION, HOLDOUT_SEED, balanced_subset, split_validation
 
-#: Names ``load_data`` accepts besides paths (registration order).
-REGISTERED = dataset_names()
-#: The file-backed real-world sets.
-REALWORLD = file_backed_names()
 
 __all__ = [
     "DataBundle", "load_data", "check_dataset", "locate_dataset", "clear_cache", "source_of",
     "split_validation", "balanced_subset", "register_dataset", "register_format",
     "dataset_names", "file_backed_names", "DATASETS", "FORMATS", "DatasetSource",
-    "DatasetProfile", "USER_DATA_PROFILE", "profile_of", "LoadOptions", "REGISTERED", "REALWORLD", "HOLDOUT_SEED", "HOLDOUT_FRACTION",
+    "DatasetProfile", "USER_DATA_PROFILE", "profile_of", "LoadOptions", "HOLDOUT_SEED", "HOLDOUT_FRACTION",
     "DIGITS_TEST_SIZE", "MIXED_SIZE_TARGET", "IMAGE_EXTENSIONS", "CIFAR_STATS",
 ]

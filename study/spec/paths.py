@@ -28,9 +28,9 @@ def resolve_spec_path(s: str) -> str:
 
 
 def absolute_dataset(ds: Any) -> Any:
-    from lci.config import REGISTERED_DATASETS  # the data set registry (imports torch)
+    from lci.data import dataset_names  # the data set registry (imports torch)
 
-    if isinstance(ds, str) and ds not in REGISTERED_DATASETS and not os.path.isabs(ds) and "://" not in ds:
+    if isinstance(ds, str) and ds not in dataset_names() and not os.path.isabs(ds) and "://" not in ds:
         return os.path.abspath(ds)
     return ds
 
