@@ -111,20 +111,22 @@ class StudyRunner:
                 self.echo(f"  watch the searches: {cmd}")
         # what an earlier driver ended: whole experiments, and trials of interrupted ones
         on_disk = self._on_disk = read_study_trials(self.dir) if self.resume else {}
-        done_before = 0
+        # trials already ended, by Tune trial id: the progress counts each id once (a trial that
+        # Tune's older saved state runs again is not counted twice; a fused trial's seeds are
+        # one trial), including every trial of an experiment the state file has as done (one
+        # whose last result line a full disk cut off still ended)
         ended_ids = {r.trial_id for recs in on_disk.values() for r in recs
                      if r.status() != INCOMPLETE}
         for n in self.nodes:
             if self.state.experiment_done(n.name):
-                done_before += n.trials
+                ended_ids |= {r.trial_id for r in on_disk.get(n.name, [])}
                 self.echo(f"{n.name}: finished earlier, skipped")
             elif on_disk.get(n.name):
-                ended = sum(r.status() != INCOMPLETE for r in on_disk[n.name])
-                done_before += ended
+                ended = len({r.trial_id for r in on_disk[n.name] if r.status() != INCOMPLETE})
                 self.echo(f"{n.name}: resuming ({ended} of {n.trials} trials ended; "
                           "interrupted ones continue from their checkpoints)")
         self.progress = StudyProgress(
-            self.key, counts["total"], done_before, echo=self.echo, ended_ids=ended_ids)
+            self.key, counts["total"], len(ended_ids), echo=self.echo, ended_ids=ended_ids)
         stop = tune_compat.install_stop_event()
         # Tune reads this when the run starts; a value the user set is kept
         pending_set = PENDING_ENV not in os.environ
