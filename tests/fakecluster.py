@@ -164,19 +164,20 @@ class FakeAutoscalingCluster:
     def shutdown(self) -> None:
         """SIGKILL this cluster's processes (no `ray stop`: other Ray users live on this
         machine) until none is left; the temp dir goes last."""
-        deadline = time.time() + 60
-        while True:
+        import faultkit
+
+        def gone() -> bool:
             pids = self.processes()
-            if not pids:
-                break
-            if time.time() > deadline:
-                raise RuntimeError(f"processes of the cluster at {self.address} survive: {pids}")
             for pid in pids:
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-            time.sleep(0.2)
+            return not pids
+
+        # the event: none of its processes left (the limit only turns a hang into a failure)
+        faultkit.wait_for(gone, f"the processes of the cluster at {self.address} to end",
+                          limit_s=60, poll_s=0.2)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
     def __enter__(self):
