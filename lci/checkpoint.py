@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Any, Dict
 
 import torch
 
 from .errors import CheckpointError
+from .outputs import atomic_open
 
 FORMAT = 1
 #: Config keys that may differ between a run and its resumption (they do not change results).
@@ -20,21 +20,10 @@ ADDED_KEYS = {"train_subset": 0, "image_size": 0, "resize_size": 0,
 
 
 def save_atomic(obj: Dict[str, Any], path: str) -> None:
-    """Write to a temporary file beside ``path`` and rename it over: a crash mid-write leaves
-    the previous checkpoint intact (``os.replace`` is atomic on POSIX)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write through a temporary file renamed over ``path``: a crash mid-write leaves the
+    previous checkpoint intact."""
+    with atomic_open(path, "wb") as fh:
+        torch.save(obj, fh)
 
 
 def load(path: str) -> Dict[str, Any]:

@@ -5,7 +5,9 @@ import csv
 import json
 import math
 import os
-from typing import Any, Dict, List
+import tempfile
+from contextlib import contextmanager
+from typing import IO, Any, Dict, Iterator, List
 
 #: The files of a run folder: the one home of their names (lci, trainables, analysis read them)
 CONFIG_FILE, HISTORY_FILE, RESULT_FILE = "config.json", "history.csv", "result.json"
@@ -24,11 +26,30 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
+@contextmanager
+def atomic_open(path: str, mode: str = "w", **kwargs: Any) -> Iterator[IO]:
+    """A file to write ``path`` through: a temporary file beside it, synced and renamed over
+    ``path`` when the block ends, removed when it fails (a crash, a full disk), so ``path``
+    is always either the previous file or the new one whole. The one atomic writer of local
+    files (checkpoints, run files, the study folder's own files)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}-", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, mode, **kwargs) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
 def write_json_atomic(path: str, obj: Dict[str, Any]) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
+    with atomic_open(path) as fh:
         json.dump(_jsonable(obj), fh, indent=2, sort_keys=True)
-    os.replace(tmp, path)
 
 
 def check_writable(folder: str) -> None:
@@ -79,17 +100,14 @@ class RunWriter:
         for r in rows:
             cols += [k for k in r if k not in cols]
         self._columns = cols
-        tmp = self.history_path + ".tmp"
-        with open(tmp, "w", newline="") as fh:
+        with atomic_open(self.history_path, newline="") as fh:
             w = csv.DictWriter(fh, cols)
             w.writeheader()
             w.writerows(rows)
-        os.replace(tmp, self.history_path)
 
     def write_result(self, result: Dict[str, Any]) -> None:
         write_json_atomic(os.path.join(self.out_dir, RESULT_FILE), result)
 
     def write_label_issues(self, df) -> None:
-        tmp = os.path.join(self.out_dir, "label_issues.csv.tmp")
-        df.to_csv(tmp, index=False)
-        os.replace(tmp, os.path.join(self.out_dir, LABEL_ISSUES_FILE))
+        with atomic_open(os.path.join(self.out_dir, LABEL_ISSUES_FILE), newline="") as fh:
+            df.to_csv(fh, index=False)

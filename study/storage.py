@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from typing import Any, List, Optional, Tuple
+
+from lci.outputs import atomic_open
 
 
 def is_uri(path: str) -> bool:
@@ -58,22 +59,8 @@ def read_text(path: str) -> Optional[str]:
 def write_text(path: str, text: str) -> None:
     """Write atomically where the filesystem allows (local: temp file + rename)."""
     if not is_uri(path):
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        # a name of its own per process and thread: two writers never share a temp file
-        tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
-        try:
-            with open(tmp, "w") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())  # the rename never exposes a file whose data is not down
-            os.replace(tmp, path)
-        except BaseException:
-            # a full disk (ENOSPC) or an interrupt: the old file stays whole, no temp is left
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        with atomic_open(path) as fh:  # a full disk or an interrupt keeps the old file
+            fh.write(text)
         return
     fs, p = _fs(path)
     fs.create_dir(p.rsplit("/", 1)[0], recursive=True)
